@@ -1,0 +1,4 @@
+from msccl.cli import main
+
+if __name__ == "__main__":
+    main()

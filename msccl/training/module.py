@@ -1,0 +1,167 @@
+"""SegmentationModule: the science of a training run (network, losses, metrics, optimiser, schedule)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+
+from msccl.data.base import IGNORE_INDEX
+from msccl.models import NetBuilder, SegmentationOutput
+from msccl.training.metrics import SegmentationIoU, format_iou_table
+from msccl.training.optim import parameter_groups, poly_with_warmup
+
+__all__ = ["SegmentationModule"]
+
+
+class SegmentationModule(L.LightningModule):
+    """Cross-entropy (+ auxiliary CE) segmentation training with mIoU over whole splits.
+
+    Args:
+        net: the network class (config `class_path` + `init_args`); it is built with `num_classes`.
+        num_classes: linked from the data module by the CLI.
+        class_names: linked from the data module; used for per-class IoU logs and tables.
+        ignore_index: label id excluded from losses and metrics.
+        class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, method.md C3).
+        aux_weight: weight of the auxiliary CE where the network has an auxiliary head (method.md A4).
+        optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
+        poly_power: exponent of the per-iteration poly decay of the learning rate.
+        warmup_steps: iterations of linear warm-up before the poly decay.
+        warmup_start_factor: LR factor at the first warm-up step.
+        decay_norms_and_biases: False keeps norms, biases and position tables out of weight decay.
+    """
+
+    def __init__(
+        self,
+        net: NetBuilder,
+        num_classes: int,
+        class_names: Sequence[str] | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        class_weights: Sequence[float] | None = None,
+        aux_weight: float = 0.4,
+        optimizer: OptimizerCallable | None = None,
+        poly_power: float = 0.9,
+        warmup_steps: int = 0,
+        warmup_start_factor: float = 1e-6,
+        decay_norms_and_biases: bool = True,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.net = net(num_classes)
+        self.num_classes = num_classes
+        self.class_names = tuple(class_names) if class_names else tuple(str(c) for c in range(num_classes))
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        self.ignore_index = ignore_index
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(class_weights)} entries for {num_classes} classes")
+        self.register_buffer(
+            "class_weights",
+            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32),
+            persistent=False,
+        )
+        self.aux_weight = aux_weight
+        self.optimizer = optimizer
+        self.poly_power = poly_power
+        self.warmup_steps = warmup_steps
+        self.warmup_start_factor = warmup_start_factor
+        self.decay_norms_and_biases = decay_norms_and_biases
+        self.val_iou = SegmentationIoU(num_classes, ignore_index)
+        self.test_iou = SegmentationIoU(num_classes, ignore_index)
+        self.last_iou: dict[str, Tensor] = {}
+
+    # ---- losses -------------------------------------------------------------------------------------
+    def cross_entropy(self, logits: Tensor, labels: Tensor) -> Tensor:
+        weight, ignore = self.class_weights, self.ignore_index
+        return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore)
+
+    def compute_losses(self, output: SegmentationOutput, labels: Tensor) -> dict[str, Tensor]:
+        """Every term of the training objective; `loss` is the weighted total (method.md A4)."""
+        losses = {"ce": self.cross_entropy(output.logits, labels)}
+        total = losses["ce"]
+        if output.aux_logits is not None:
+            losses["aux_ce"] = self.cross_entropy(output.aux_logits, labels)
+            total = total + self.aux_weight * losses["aux_ce"]
+        losses["loss"] = total
+        return losses
+
+    # ---- steps --------------------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Logits at input resolution: the inference path."""
+        return self.net(images).logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        images, labels = batch["image"], batch["label"]
+        losses = self.compute_losses(self.net(images), labels)
+        self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=len(images))
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(images))
+        return losses["loss"]
+
+    def _evaluate(self, batch: dict, metric: SegmentationIoU, stage: str) -> None:
+        images, labels = batch["image"], batch["label"]
+        logits = self(images)
+        self.log(f"{stage}/loss", self.cross_entropy(logits, labels), batch_size=len(images), sync_dist=True)
+        metric.update(logits, labels)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_iou, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_iou, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return {"name": batch["name"], "prediction": self(batch["image"]).argmax(1)}
+
+    # ---- metrics ------------------------------------------------------------------------------------
+    def _log_iou(self, metric: SegmentationIoU, stage: str) -> dict[str, Tensor]:
+        result = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/mIoU", result["mIoU"])
+        self.log(f"{stage}/pixel_accuracy", result["pixel_accuracy"])
+        for name, value in zip(self.class_names, result["iou"], strict=True):
+            if not value.isnan():  # a class absent from targets and predictions has no IoU
+                self.log(f"{stage}/IoU/{name}", value)
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        result = self._log_iou(self.val_iou, "val")
+        if self.trainer.sanity_checking:
+            return
+        self.last_iou = result
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # during fit the table waits for on_fit_end
+            self.print_iou_table("validation")
+
+    def on_test_epoch_end(self) -> None:
+        self.last_iou = self._log_iou(self.test_iou, "test")
+        self.print_iou_table("test")
+
+    def on_fit_end(self) -> None:
+        if self.last_iou:
+            self.print_iou_table(f"validation after {self.trainer.global_step} steps")
+
+    def print_iou_table(self, title: str) -> None:
+        self.print("\n" + format_iou_table(self.last_iou["iou"].cpu(), self.class_names, title) + "\n")
+
+    # ---- optimisation -------------------------------------------------------------------------------
+    def trainable_modules(self) -> list[torch.nn.Module]:
+        return [self.net]
+
+    def configure_optimizers(self) -> dict:
+        groups = parameter_groups(self.trainable_modules(), self.decay_norms_and_biases)
+        if self.optimizer is None:
+            optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        else:
+            optimizer = self.optimizer(groups)
+        factor = poly_with_warmup(
+            int(self.trainer.estimated_stepping_batches),
+            self.poly_power,
+            self.warmup_steps,
+            self.warmup_start_factor,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

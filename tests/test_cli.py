@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from msccl.cli import build_cli
+from tests.conftest import REPO, TINY_SYNTHETIC
+
+
+def _checkpoints(run_root: Path) -> list[Path]:
+    return sorted(run_root.glob("runs/synthetic/version_*/checkpoints/*.ckpt"))
+
+
+def test_fit_writes_one_run_directory_then_validate_and_test_from_checkpoint(in_tmp_dir, capsys):
+    build_cli(["fit", *TINY_SYNTHETIC])
+    run_dirs = list(in_tmp_dir.glob("runs/synthetic/version_*"))
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "metrics.csv").is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert torch.load(last, weights_only=False)["global_step"] == 3
+    assert sorted(p.name for p in in_tmp_dir.iterdir()) == ["runs"]  # nothing written elsewhere
+    validate = build_cli(["validate", *TINY_SYNTHETIC, f"--ckpt_path={last}"])
+    assert "val/mIoU" in validate.trainer.callback_metrics
+    test = build_cli(["test", *TINY_SYNTHETIC, f"--ckpt_path={last}"])
+    metrics = test.trainer.callback_metrics
+    assert 0.0 <= float(metrics["test/mIoU"]) <= 1.0
+    assert "test/IoU/background" in metrics
+
+
+def test_fit_prints_the_iou_table_with_class_names(in_tmp_dir, capfd):
+    build_cli(["fit", *TINY_SYNTHETIC])
+    printed = "".join(capfd.readouterr())
+    assert "validation after 3 steps" in printed
+    for name in ("background", "fine_stripes", "wire", "mIoU"):
+        assert name in printed
+
+
+def test_unknown_config_key_fails_with_the_key_named(in_tmp_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(["fit", *TINY_SYNTHETIC, "--model.init_args.aux_wieght=0.3"])
+    assert exit_info.value.code != 0
+    assert "aux_wieght" in capsys.readouterr().err
+
+
+def test_typo_inside_a_config_file_is_rejected(in_tmp_dir, capsys):
+    config = yaml.safe_load((REPO / "conf" / "synthetic.yaml").read_text())
+    config["data"]["init_args"]["num_trian"] = 3
+    bad = in_tmp_dir / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit):
+        build_cli(["fit", f"--config={bad}"], run=True)
+    assert "num_trian" in capsys.readouterr().err
+
+
+def test_print_config_is_complete_and_reproducible(in_tmp_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli(["fit", *TINY_SYNTHETIC, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    init = printed["model"]["init_args"]
+    assert init["net"]["class_path"] == "msccl.models.FPN"
+    assert init["net"]["init_args"]["pyramid_channels"] == 32
+    assert printed["data"]["init_args"]["image_size"] == 32
+    assert printed["seed_everything"] == 0
+    # the printed config alone reproduces itself
+    saved = in_tmp_dir / "printed.yaml"
+    saved.write_text(yaml.safe_dump(printed))
+    with pytest.raises(SystemExit):
+        build_cli(["fit", f"--config={saved}", "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == printed
+
+
+def test_console_script_entry_point_runs_offline(in_tmp_dir):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    code = "import os, msccl.cli; print(os.environ['HF_HUB_OFFLINE'], os.environ['WANDB_MODE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "offline"]
+    help_out = subprocess.run(
+        [sys.executable, "-m", "msccl", "--help"], env=env, capture_output=True, text=True, check=True
+    )
+    for subcommand in ("fit", "validate", "test", "predict"):
+        assert subcommand in help_out.stdout
+
+
+def test_user_set_environment_wins(in_tmp_dir):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    code = "import os, msccl; print(os.environ['WANDB_MODE'], os.environ['NO_ALBUMENTATIONS_UPDATE'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["disabled", "1"]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from msccl.data import IGNORE_INDEX, SyntheticDataModule, SyntheticSegmentation
+
+
+def test_same_seed_same_images_different_seed_different_images():
+    a, b, c = (SyntheticSegmentation(4, 48, seed=s) for s in (3, 3, 4))
+    for i in range(4):
+        assert np.array_equal(a.generate(i)[0], b.generate(i)[0])
+        assert np.array_equal(a.generate(i)[1], b.generate(i)[1])
+        assert not np.array_equal(a.generate(i)[0], c.generate(i)[0])
+    assert not np.array_equal(a.generate(0)[1], a.generate(1)[1])
+
+
+@pytest.mark.parametrize("num_classes", [2, 5, 8])
+def test_labels_stay_in_range_and_every_class_appears(num_classes):
+    dataset = SyntheticSegmentation(40, 64, num_classes=num_classes, seed=1)
+    labels = np.stack([dataset.generate(i)[1] for i in range(len(dataset))])
+    values = set(np.unique(labels).tolist())
+    assert values <= set(range(num_classes)) | {IGNORE_INDEX}
+    assert values >= set(range(num_classes))
+    assert IGNORE_INDEX in values
+
+
+def test_objects_span_very_different_sizes():
+    dataset = SyntheticSegmentation(40, 128, seed=0)
+    wire_fractions = [np.mean(dataset.generate(i)[1] == 7) for i in range(len(dataset))]
+    present = [f for f in wire_fractions if f > 0]
+    assert present and np.median(present) < 0.02  # wires are a few pixels wide
+    largest = max(np.mean(dataset.generate(i)[1] == c) for i in range(10) for c in range(1, 7))
+    assert largest > 0.1
+
+
+def test_samples_are_normalised_tensors_with_long_labels():
+    sample = SyntheticSegmentation(1, 40, seed=0)[0]
+    assert sample["image"].shape == (3, 40, 40) and sample["image"].dtype == torch.float32
+    assert sample["label"].shape == (40, 40) and sample["label"].dtype == torch.int64
+    assert -3 < sample["image"].mean() < 3
+
+
+def test_datamodule_splits_differ_and_expose_class_facts():
+    dm = SyntheticDataModule(num_classes=5, image_size=32, num_train=8, num_val=4, num_test=4, batch_size=4)
+    dm.setup("fit")
+    dm.setup("test")
+    assert dm.num_classes == 5 and dm.class_names[0] == "background" and len(dm.palette) == 5
+    train, val, test = (dm.datasets[s] for s in ("train", "val", "test"))
+    assert not np.array_equal(train.generate(0)[0], val.generate(0)[0])
+    assert not np.array_equal(val.generate(0)[0], test.generate(0)[0])
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (4, 3, 32, 32) and batch["label"].shape == (4, 32, 32)
+
+
+def test_bad_class_count_is_rejected():
+    with pytest.raises(ValueError, match="num_classes"):
+        SyntheticDataModule(num_classes=9)
