@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from msccl.cli import build_cli
+from msccl.training import SegmentationModule
 from tests.conftest import REPO, TINY_SYNTHETIC
 
 
@@ -26,6 +27,8 @@ def test_fit_writes_one_run_directory_then_validate_and_test_from_checkpoint(in_
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
     assert torch.load(last, weights_only=False)["global_step"] == 3
+    restored = SegmentationModule.load_from_checkpoint(last)  # no config needed: hparams travel along
+    assert restored.net.taps[0].channels == 64 and restored.class_names[-1] == "wire"
     assert sorted(p.name for p in in_tmp_dir.iterdir()) == ["runs"]  # nothing written elsewhere
     validate = build_cli(["validate", *TINY_SYNTHETIC, f"--ckpt_path={last}"])
     assert "val/mIoU" in validate.trainer.callback_metrics

@@ -51,7 +51,7 @@ class SegmentationModule(L.LightningModule):
         decay_norms_and_biases: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters()
         self.net = net(num_classes)
         self.num_classes = num_classes
         self.class_names = tuple(class_names) if class_names else tuple(str(c) for c in range(num_classes))
