@@ -16,12 +16,12 @@ __all__ = ["MscclCLI", "build_cli", "main"]
 class MscclCLI(LightningCLI):
     """LightningCLI with msccl's defaults: model and data chosen by `class_path`, data facts linked.
 
-    The number of classes, class names and ignore id come from the data module, so configs never
-    repeat them; unknown keys are rejected by jsonargparse with the offending key named.
+    The number of classes, class names, ignore id and class groups come from the data module, so
+    configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
-        for key in ("num_classes", "class_names", "ignore_index"):
+        for key in ("num_classes", "class_names", "ignore_index", "class_groups"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from msccl.training.metrics import SegmentationIoU, format_iou_table, iou_from_confusion
+from msccl.training.metrics import SegmentationIoU, format_iou_table, group_miou, iou_from_confusion
 
 IGNORE = 255
 
@@ -51,3 +51,12 @@ def test_iou_from_confusion_and_table():
     assert torch.allclose(iou, torch.tensor([0.75, 0.0], dtype=torch.float64))
     table = format_iou_table(iou, ["road", "car"], title="val")
     assert "road" in table and "75.00" in table and "37.50" in table
+
+
+def test_group_means_leave_absent_classes_out_and_appear_in_the_table():
+    iou = torch.tensor([0.5, 0.25, float("nan"), 1.0], dtype=torch.float64)
+    groups = {"anatomy": [0, 1], "rare": [2, 3]}
+    means = group_miou(iou, groups)
+    assert means["anatomy"].item() == pytest.approx(0.375) and means["rare"].item() == 1.0
+    table = format_iou_table(iou, ["a", "b", "c", "d"], groups=groups)
+    assert table.splitlines()[-2:] == ["mIoU anatomy   37.50", "mIoU rare     100.00"]

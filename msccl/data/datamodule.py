@@ -20,11 +20,14 @@ SPLITS = ("train", "val", "test")
 class SegmentationDataModule(L.LightningDataModule):
     """Loaders for train/val/test (and predict from a folder); subclasses say what the data is.
 
-    Subclasses set `class_names` and `palette` and implement `build_dataset(split)`.
+    Subclasses set `class_names` and `palette` and implement `build_dataset(split)`; they may set
+    `class_groups` (name -> class ids, e.g. CaDIS anatomy / instruments / rare) whose mean IoU is
+    reported next to the mIoU.
     """
 
     class_names: tuple[str, ...] = ()
     palette: tuple[tuple[int, int, int], ...] = ()
+    class_groups: dict[str, tuple[int, ...]] = {}
     ignore_index: int = IGNORE_INDEX
 
     def __init__(

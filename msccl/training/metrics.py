@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-__all__ = ["SegmentationIoU", "iou_from_confusion", "format_iou_table"]
+__all__ = ["SegmentationIoU", "iou_from_confusion", "group_miou", "format_iou_table"]
 
 
 def iou_from_confusion(confusion: Tensor) -> Tensor:
@@ -49,9 +49,20 @@ class SegmentationIoU(MulticlassConfusionMatrix):
         }
 
 
-def format_iou_table(iou: Tensor, class_names: Sequence[str], title: str = "") -> str:
-    """A plain-text table of per-class IoU (in %) ending with the mean over classes present."""
-    width = max([len(name) for name in class_names] + [len("mIoU")])
+def group_miou(iou: Tensor, groups: Mapping[str, Sequence[int]]) -> dict[str, Tensor]:
+    """Mean IoU over each group of classes (e.g. CaDIS anatomy / instruments / rare), NaN classes left out."""
+    return {name: iou[list(members)].nanmean() for name, members in groups.items()}
+
+
+def format_iou_table(
+    iou: Tensor,
+    class_names: Sequence[str],
+    title: str = "",
+    groups: Mapping[str, Sequence[int]] | None = None,
+) -> str:
+    """A plain-text table of per-class IoU (in %), the mean over classes present, then group means."""
+    group_rows = {f"mIoU {name}": value.item() for name, value in group_miou(iou, groups or {}).items()}
+    width = max([len(name) for name in class_names] + [len(row) for row in group_rows] + [len("mIoU")])
     lines = [title] if title else []
     lines.append(f"{'class':<{width}}  IoU (%)")
     lines.append("-" * (width + 9))
@@ -59,4 +70,6 @@ def format_iou_table(iou: Tensor, class_names: Sequence[str], title: str = "") -
         lines.append(f"{name:<{width}}  {'n/a' if value != value else f'{100 * value:6.2f}'}")
     lines.append("-" * (width + 9))
     lines.append(f"{'mIoU':<{width}}  {100 * iou.nanmean().item():6.2f}")
+    for name, value in group_rows.items():
+        lines.append(f"{name:<{width}}  {'n/a' if value != value else f'{100 * value:6.2f}'}")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import torch
@@ -13,7 +13,8 @@ from torch import Tensor
 
 from msccl.data.base import IGNORE_INDEX
 from msccl.models import NetBuilder, SegmentationOutput
-from msccl.training.metrics import SegmentationIoU, format_iou_table
+from msccl.training.evaluation import Evaluation
+from msccl.training.metrics import SegmentationIoU, format_iou_table, group_miou
 from msccl.training.optim import parameter_groups, poly_with_warmup
 
 __all__ = ["SegmentationModule"]
@@ -34,6 +35,10 @@ class SegmentationModule(L.LightningModule):
         warmup_steps: iterations of linear warm-up before the poly decay.
         warmup_start_factor: LR factor at the first warm-up step.
         decay_norms_and_biases: False keeps norms, biases and position tables out of weight decay.
+        evaluation: whole-image / sliding-window / multi-scale + flip inference for validate, test and
+            predict (`msccl.training.evaluation.Evaluation`); default: whole image, one scale.
+        class_groups: linked from the data module: named groups of class ids whose mean IoU is reported
+            too (e.g. CaDIS anatomy / instruments / rare classes).
     """
 
     def __init__(
@@ -49,6 +54,8 @@ class SegmentationModule(L.LightningModule):
         warmup_steps: int = 0,
         warmup_start_factor: float = 1e-6,
         decay_norms_and_biases: bool = True,
+        evaluation: Evaluation | None = None,
+        class_groups: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -71,6 +78,11 @@ class SegmentationModule(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.warmup_start_factor = warmup_start_factor
         self.decay_norms_and_biases = decay_norms_and_biases
+        self.evaluation = evaluation or Evaluation()
+        self.class_groups = {name: tuple(members) for name, members in (class_groups or {}).items()}
+        for name, members in self.class_groups.items():
+            if not members or not all(0 <= c < num_classes for c in members):
+                raise ValueError(f"class group {name!r}: ids {list(members)} outside 0..{num_classes - 1}")
         self.val_iou = SegmentationIoU(num_classes, ignore_index)
         self.test_iou = SegmentationIoU(num_classes, ignore_index)
         self.last_iou: dict[str, Tensor] = {}
@@ -95,6 +107,14 @@ class SegmentationModule(L.LightningModule):
         """Logits at input resolution: the inference path."""
         return self.net(images).logits
 
+    def infer(self, images: Tensor) -> Tensor:
+        """Evaluation logits: the configured `evaluation` (plain `forward` for validation inside fit
+        unless `evaluation.during_fit`)."""
+        fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
+        if self.evaluation.is_plain or (fitting and not self.evaluation.during_fit):
+            return self(images)
+        return self.evaluation(self, images)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         images, labels = batch["image"], batch["label"]
         losses = self.compute_losses(self.net(images), labels)
@@ -102,20 +122,24 @@ class SegmentationModule(L.LightningModule):
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(images))
         return losses["loss"]
 
-    def _evaluate(self, batch: dict, metric: SegmentationIoU, stage: str) -> None:
+    def _evaluate(self, batch: dict, metric: SegmentationIoU, stage: str) -> Tensor:
+        """Log the loss, update the split's confusion matrix; the predictions go to callbacks."""
         images, labels = batch["image"], batch["label"]
-        logits = self(images)
+        logits = self.infer(images)
         self.log(f"{stage}/loss", self.cross_entropy(logits, labels), batch_size=len(images), sync_dist=True)
-        metric.update(logits, labels)
+        prediction = logits.argmax(1)
+        metric.update(prediction, labels)
+        return prediction
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_iou, "val")
+    def validation_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._evaluate(batch, self.val_iou, "val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_iou, "test")
+    def test_step(self, batch: dict, batch_idx: int) -> Tensor:
+        return self._evaluate(batch, self.test_iou, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"name": batch["name"], "prediction": self(batch["image"]).argmax(1)}
+        prediction = self.infer(batch["image"]).argmax(1)
+        return {"name": batch["name"], "path": batch.get("path"), "prediction": prediction}
 
     # ---- metrics ------------------------------------------------------------------------------------
     def _log_iou(self, metric: SegmentationIoU, stage: str) -> dict[str, Tensor]:
@@ -126,6 +150,9 @@ class SegmentationModule(L.LightningModule):
         for name, value in zip(self.class_names, result["iou"], strict=True):
             if not value.isnan():  # a class absent from targets and predictions has no IoU
                 self.log(f"{stage}/IoU/{name}", value)
+        for name, value in group_miou(result["iou"], self.class_groups).items():
+            if not value.isnan():
+                self.log(f"{stage}/mIoU/{name}", value)
         return result
 
     def on_validation_epoch_end(self) -> None:
@@ -145,7 +172,8 @@ class SegmentationModule(L.LightningModule):
             self.print_iou_table(f"validation after {self.trainer.global_step} steps")
 
     def print_iou_table(self, title: str) -> None:
-        self.print("\n" + format_iou_table(self.last_iou["iou"].cpu(), self.class_names, title) + "\n")
+        table = format_iou_table(self.last_iou["iou"].cpu(), self.class_names, title, self.class_groups)
+        self.print("\n" + table + "\n")
 
     # ---- optimisation -------------------------------------------------------------------------------
     def trainable_modules(self) -> list[torch.nn.Module]:

@@ -1,0 +1,188 @@
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+from msccl.cli import build_cli
+from msccl.data import SyntheticDataModule
+from msccl.models import SegmentationNet, Tap
+from msccl.training import SegmentationIoU, SegmentationModule
+from msccl.training.evaluation import Evaluation, window_starts
+from tests.conftest import TINY_SYNTHETIC
+
+NUM_CLASSES = 3
+BIAS = 12.0  # pushes class 0 above the correct logit (10) where a model is "wrong"
+
+
+class PixelwiseNet(SegmentationNet):
+    """A 1x1 convolution: translation- and flip-equivariant by construction."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.conv = nn.Conv2d(3, num_classes, 1)
+        self.taps = (Tap(3, 1),)
+
+    def forward_features(self, x):
+        return self.conv(x), None, [x]
+
+
+def _block_labels(height: int, width: int, block: int = 8, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, NUM_CLASSES, (1, height // block, width // block), generator=generator)
+    return coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)
+
+
+def _one_hot_image(labels: torch.Tensor) -> torch.Tensor:
+    """An image whose colour is the one-hot label: 10 * image are the correct logits."""
+    return nn.functional.one_hot(labels, NUM_CLASSES).permute(0, 3, 1, 2).float()
+
+
+def _miou(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    metric = SegmentationIoU(NUM_CLASSES)
+    metric.update(logits, labels)
+    return metric.compute()["mIoU"].item()
+
+
+def _biased_where(mask_fn):
+    """A model giving the correct logits except where `mask_fn(x)` says it is wrong (class 0 wins)."""
+
+    def infer(x: torch.Tensor) -> torch.Tensor:
+        logits = 10 * x
+        bias = torch.zeros_like(logits)
+        bias[:, 0] = BIAS * mask_fn(x).float()
+        return logits + bias
+
+    return infer
+
+
+def test_window_starts_cover_the_axis_with_the_last_window_flush():
+    assert window_starts(10, 4, 3) == [0, 3, 6]
+    assert window_starts(10, 4, 4) == [0, 4, 6]
+    assert window_starts(4, 4, 2) == [0] and window_starts(3, 4, 2) == [0]
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [
+        Evaluation(mode="sliding", crop=(16, 24), stride=(10, 7)),  # uneven overlaps
+        Evaluation(mode="sliding", crop=(64, 64)),  # larger than the image: padded
+        Evaluation(flip=True),
+        Evaluation(mode="sliding", crop=(16, 16), flip=True),
+    ],
+    ids=["sliding", "sliding-padded", "flip", "sliding-flip"],
+)
+def test_equivariant_net_gives_whole_image_logits(evaluation):
+    torch.manual_seed(0)
+    module = SegmentationModule(PixelwiseNet, num_classes=NUM_CLASSES, evaluation=evaluation)
+    images = torch.randn(2, 3, 40, 52)
+    whole = module(images)
+    assert torch.allclose(module.infer(images), whole, atol=1e-5)
+
+
+def test_multiscale_flip_tta_keeps_an_equivariant_nets_prediction():
+    labels = _block_labels(32, 48)
+    images = _one_hot_image(labels)
+    net = PixelwiseNet(NUM_CLASSES)
+    with torch.no_grad():
+        net.conv.weight.copy_(10 * torch.eye(NUM_CLASSES)[:, :, None, None])
+        net.conv.bias.zero_()
+    module = SegmentationModule(lambda c: net, num_classes=NUM_CLASSES)
+    evaluation = Evaluation(mode="sliding", crop=(24, 24), scales=(0.5, 0.75, 1.0, 1.5, 2.0), flip=True)
+    tta = evaluation(module, images)
+    assert tta.shape == (1, NUM_CLASSES, 32, 48) and tta.dtype == torch.float32
+    assert torch.equal(tta.argmax(1), module(images).argmax(1))
+    assert torch.equal(tta.argmax(1), labels)
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "wrong_where"),
+    [
+        # only right on the right half of the image: the mirrored pass fixes the left half
+        (Evaluation(flip=True), lambda x: (torch.arange(x.shape[-1]) < x.shape[-1] // 2).expand_as(x[:, 0])),
+        # only right on inputs up to 32 pixels wide (its training crop): windows of 32 fix it
+        (Evaluation(mode="sliding", crop=(32, 32)), lambda x: torch.full_like(x[:, 0], x.shape[-1] > 32)),
+        # only right on inputs of 64 pixels or more: the 2x scale fixes the 32-pixel image
+        (Evaluation(scales=(1.0, 2.0)), lambda x: torch.full_like(x[:, 0], x.shape[-1] < 64)),
+    ],
+    ids=["flip", "sliding", "multi-scale"],
+)
+def test_tta_and_sliding_window_fix_a_model_that_is_right_only_in_one_view(evaluation, wrong_where):
+    size = 64 if evaluation.mode == "sliding" else 32
+    labels = _block_labels(size, size)
+    images = _one_hot_image(labels)
+    infer = _biased_where(wrong_where)
+    assert _miou(infer(images), labels) < 0.8
+    assert _miou(evaluation(infer, images), labels) == 1.0
+
+
+def test_bad_settings_are_rejected_with_the_setting_named():
+    with pytest.raises(ValueError, match="crop"):
+        Evaluation(mode="sliding")
+    with pytest.raises(ValueError, match="scales"):
+        Evaluation(scales=(0.0,))
+    with pytest.raises(ValueError, match="mode"):
+        Evaluation(mode="tiles")
+
+
+def test_evaluation_is_a_config_key_that_reaches_the_module(in_tmp_dir):
+    cli = build_cli(
+        [
+            *TINY_SYNTHETIC,
+            "--model.init_args.evaluation.mode=sliding",
+            "--model.init_args.evaluation.crop=[16,16]",
+            "--model.init_args.evaluation.scales=[0.5,1.0]",
+            "--model.init_args.evaluation.flip=true",
+        ],
+        run=False,
+    )
+    assert cli.model.evaluation == Evaluation(mode="sliding", crop=(16, 16), scales=(0.5, 1.0), flip=True)
+
+
+class _CountingNet(PixelwiseNet):
+    calls = 0
+
+    def forward_features(self, x):
+        _CountingNet.calls += 1
+        return super().forward_features(x)
+
+
+def test_fit_validates_on_whole_images_unless_asked_and_validate_uses_the_evaluation():
+    data = SyntheticDataModule(num_classes=NUM_CLASSES, image_size=32, num_train=2, num_val=2, batch_size=2)
+    module = SegmentationModule(_CountingNet, num_classes=NUM_CLASSES, evaluation=Evaluation(flip=True))
+    trainer = L.Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, data)
+    assert _CountingNet.calls == 2  # one training step, one validation batch: one pass each
+    trainer.validate(module, data)
+    assert _CountingNet.calls == 4  # validation with flip TTA: two passes
+
+
+class GroupedSynthetic(SyntheticDataModule):
+    """The synthetic data with class groups, as CaDIS declares anatomy / instruments / rare classes."""
+
+    class_groups = {"textures": (1, 2, 3, 4), "shapes": (5, 6, 7)}
+
+
+def test_class_groups_are_linked_from_the_data_and_reported(in_tmp_dir, capfd):
+    cli = build_cli(["validate", *TINY_SYNTHETIC, f"--data={__name__}.GroupedSynthetic"])
+    assert cli.model.class_groups == GroupedSynthetic.class_groups
+    metrics = cli.trainer.callback_metrics
+    textures = ("fine_stripes", "coarse_stripes", "checker", "speckle")
+    present = [metrics[f"val/IoU/{name}"].item() for name in textures if f"val/IoU/{name}" in metrics]
+    assert present and metrics["val/mIoU/textures"].item() == pytest.approx(sum(present) / len(present))
+    assert "val/mIoU/shapes" in metrics
+    printed = capfd.readouterr().out
+    assert "mIoU textures" in printed and "mIoU shapes" in printed
+
+
+def test_a_group_with_an_unknown_class_id_is_rejected():
+    with pytest.raises(ValueError, match="class group 'rare'"):
+        SegmentationModule(PixelwiseNet, num_classes=3, class_groups={"rare": [1, 7]})
