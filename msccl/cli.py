@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import importlib
 import sys
+from pathlib import Path
 
+from jsonargparse import Namespace
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
+from msccl.training.callbacks import NonFiniteLossGuard, RandomStateCheckpoint, WandbValidationImages
+from msccl.training.checkpoint import AtomicCheckpointIO
+from msccl.training.run_dir import configure_run_dir, write_summary
 
 __all__ = ["MscclCLI", "build_cli", "main"]
 
@@ -18,11 +24,89 @@ class MscclCLI(LightningCLI):
 
     The number of classes, class names, ignore id and class groups come from the data module, so
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
+    Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
+    `--output`. Checkpoints are saved atomically, and three callbacks are always present (their own
+    config keys): the non-finite-loss guard, the random-state checkpoint and W&B validation images.
     """
+
+    run_dir: Path | None = None
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index", "class_groups"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
+        parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_loss_guard")
+        parser.add_lightning_class_args(RandomStateCheckpoint, "random_state_checkpoint")
+        parser.add_lightning_class_args(WandbValidationImages, "wandb_validation_images")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":
+            parser.add_argument(
+                "--output",
+                type=str | None,
+                default=None,
+                help="Folder for the label PNGs and overlays (required).",
+            )
+        else:
+            parser.add_argument(
+                "--run_dir",
+                type=str | None,
+                default=None,
+                help="The run directory (default: <trainer.default_root_dir>/version_N, the next free N; "
+                "with fit --ckpt_path last, the newest run that has checkpoints/last.ckpt).",
+            )
+        return parser
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI completes the model config from a checkpoint's hyperparameters, which would also
+        reset `evaluation` to the training run's: the evaluation settings given now win."""
+        subcommand = self.config.get("subcommand")
+        key = f"{subcommand}.model.init_args.evaluation"
+        evaluation = self.config.get(key) if subcommand else None
+        super()._parse_ckpt_path()
+        if subcommand and key in self.config:
+            self.config[key] = evaluation
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand is None:
+            return
+        config = self.config[self.subcommand]
+        if self.subcommand == "predict":
+            if not config.output:
+                self._parser("predict").error("msccl predict needs --output DIR (where the predictions go)")
+            config.trainer.logger = False
+            config.trainer.default_root_dir = config.output  # its config.yaml too: nothing outside it
+            writer = Namespace(
+                class_path="msccl.training.prediction.PredictionWriter",
+                init_args=Namespace(output_dir=config.output),
+            )
+            config.trainer.callbacks = [*(config.trainer.callbacks or []), writer]
+            return
+        run_dir, ckpt_path = config.run_dir, config.ckpt_path
+        resume = self.subcommand == "fit" and ckpt_path is not None
+        if (
+            resume
+            and run_dir is None
+            and ckpt_path != "last"
+            and Path(ckpt_path).parent.name == "checkpoints"
+        ):
+            run_dir = str(Path(ckpt_path).parents[1])  # resuming from a run's checkpoint continues that run
+        self.run_dir = configure_run_dir(config, run_dir, resume)
+
+    def after_instantiate_classes(self) -> None:
+        if self.subcommand is not None and type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def before_predict(self) -> None:
+        arguments = self.config_init["predict"]
+        if arguments.get("return_predictions") is None:
+            arguments["return_predictions"] = False  # written to files as they come, not kept in memory
+
+    def _write_summary(self) -> None:
+        if self.run_dir is not None and self.trainer.is_global_zero:
+            write_summary(self.run_dir, self.trainer.callback_metrics)
+
+    after_fit = after_validate = after_test = _write_summary
 
 
 def build_cli(args: list[str], run: bool = True) -> MscclCLI:

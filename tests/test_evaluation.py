@@ -7,7 +7,7 @@ from torch import nn
 
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
-from msccl.models import SegmentationNet, Tap
+from msccl.models import FPN, SegmentationNet, Tap
 from msccl.training import SegmentationIoU, SegmentationModule
 from msccl.training.evaluation import Evaluation, window_starts
 from tests.conftest import TINY_SYNTHETIC
@@ -186,3 +186,13 @@ def test_class_groups_are_linked_from_the_data_and_reported(in_tmp_dir, capfd):
 def test_a_group_with_an_unknown_class_id_is_rejected():
     with pytest.raises(ValueError, match="class group 'rare'"):
         SegmentationModule(PixelwiseNet, num_classes=3, class_groups={"rare": [1, 7]})
+
+
+def test_images_of_any_size_are_padded_to_the_networks_stride():
+    net = FPN(3, pyramid_channels=32, segmentation_channels=32)
+    module = SegmentationModule(lambda c: net, num_classes=3).eval()
+    images = torch.randn(1, 3, 45, 70)
+    with pytest.raises(RuntimeError, match="size of tensor"):  # the smp FPN alone fails on this size
+        module(images)
+    with torch.no_grad():
+        assert module.infer(images).shape == (1, 3, 45, 70)

@@ -61,5 +61,6 @@ class ImageFolder(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> Sample:
+        """The sample, plus its file's "path" (prediction writers read the original image from it)."""
         path = self.paths[index]
-        return to_sample(read_image(path), None, path.stem, self.transform)
+        return {**to_sample(read_image(path), None, path.stem, self.transform), "path": str(path)}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from msccl.data.base import IGNORE_INDEX, ImageFolder
+from msccl.data.sampling import ResumableDataLoader
 from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
 from msccl.data.transforms import eval_transform, flip_transform
 
@@ -46,6 +49,7 @@ class SegmentationDataModule(L.LightningDataModule):
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.predict_dir = predict_dir
         self.datasets: dict[str, Dataset] = {}
+        self._train_position: dict[str, int] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -64,28 +68,50 @@ class SegmentationDataModule(L.LightningDataModule):
                 raise ValueError("predicting needs a folder of images: set --data.predict_dir")
             self.datasets["predict"] = ImageFolder(self.predict_dir, eval_transform())
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        """An evaluation loader: every sample once, in order."""
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # a last batch of one breaks BatchNorm in training
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        # order and augmentation fixed by (seed, epoch), resumable mid-epoch (msccl.data.sampling);
+        # the last incomplete batch is dropped: a batch of one breaks BatchNorm in training
+        loader = ResumableDataLoader(
+            self.datasets["train"],
+            self.batch_size,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by seed_everything
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+        )
+        if self._train_position is not None:
+            loader.load_state_dict(self._train_position)
+            self._train_position = None
+        return loader
+
+    # The training loader's position also travels through the data module's state: Lightning restores
+    # the data module before it first builds the loaders, but restores a loader's own state only when
+    # the loader is built after the checkpoint is loaded, which is not the case when
+    # `configure_optimizers` asks for `trainer.estimated_stepping_batches` (the poly schedule does).
+    def state_dict(self) -> dict[str, Any]:
+        loader = self.trainer.train_dataloader if self.trainer is not None else None
+        return {"train_position": loader.state_dict()} if isinstance(loader, ResumableDataLoader) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_position = state_dict.get("train_position")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader("val", self.val_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)
+        return self._loader("test", self.val_batch_size)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", 1, shuffle=False)  # one image at a time: sizes may differ
+        return self._loader("predict", 1)  # one image at a time: sizes may differ
 
 
 class SyntheticDataModule(SegmentationDataModule):

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Evaluation", "sliding_window", "window_starts"]
+__all__ = ["Evaluation", "padded_inference", "sliding_window", "window_starts"]
 
 Infer = Callable[[Tensor], Tensor]
 """Images [B, 3, h, w] -> logits [B, C, h, w] at the input size (e.g. `SegmentationModule.forward`)."""
@@ -36,6 +36,9 @@ class Evaluation:
         scales: resize factors of test-time augmentation; the logits of every scale are resized back to
             the input size and averaged. (1.0,) is no multi-scale augmentation.
         flip: also infer each scale's horizontal mirror image (its logits mirrored back) and average.
+        size_divisor: every network input (whole image or window) is zero-padded at the bottom and right
+            to a multiple of this (the networks' largest stride, 32 for the encoders msccl builds) and
+            the padding cropped off the logits, so images of any size can be evaluated.
         during_fit: use this evaluation for the validation inside `fit` too; otherwise `fit` validates
             on whole images at one scale, which is cheaper and enough to pick checkpoints.
     """
@@ -45,6 +48,7 @@ class Evaluation:
     stride: tuple[int, int] | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    size_divisor: int = 32
     during_fit: bool = False
 
     def __post_init__(self) -> None:
@@ -57,6 +61,8 @@ class Evaluation:
                 raise ValueError(f"evaluation.stride must be [height, width] > 0, got {self.stride}")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"evaluation.scales must be positive factors, got {self.scales}")
+        if self.size_divisor < 1:
+            raise ValueError(f"evaluation.size_divisor must be >= 1, got {self.size_divisor}")
 
     @property
     def window_stride(self) -> tuple[int, int]:
@@ -64,11 +70,6 @@ class Evaluation:
             return self.stride
         assert self.crop is not None
         return (max(1, 2 * self.crop[0] // 3), max(1, 2 * self.crop[1] // 3))
-
-    @property
-    def is_plain(self) -> bool:
-        """True when this is one whole-image pass (no windows, scales or flips)."""
-        return self.mode == "whole" and tuple(self.scales) == (1.0,) and not self.flip
 
     def __call__(self, infer: Infer, images: Tensor) -> Tensor:
         """Float32 logits [B, C, H, W] at the size of `images` [B, 3, H, W]."""
@@ -86,10 +87,22 @@ class Evaluation:
         return total / passes
 
     def _one_pass(self, infer: Infer, images: Tensor) -> Tensor:
+        def padded(x: Tensor) -> Tensor:
+            return padded_inference(infer, x, self.size_divisor)
+
         if self.mode == "sliding":
             assert self.crop is not None
-            return sliding_window(infer, images, self.crop, self.window_stride)
-        return infer(images).float()
+            return sliding_window(padded, images, self.crop, self.window_stride)
+        return padded(images)
+
+
+def padded_inference(infer: Infer, images: Tensor, size_divisor: int) -> Tensor:
+    """Float32 logits of `images` zero-padded to a multiple of `size_divisor`, padding cropped off."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = -height % size_divisor, -width % size_divisor
+    if pad_h or pad_w:
+        images = F.pad(images, (0, pad_w, 0, pad_h))
+    return infer(images).float()[..., :height, :width]
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:

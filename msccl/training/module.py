@@ -108,11 +108,11 @@ class SegmentationModule(L.LightningModule):
         return self.net(images).logits
 
     def infer(self, images: Tensor) -> Tensor:
-        """Evaluation logits: the configured `evaluation` (plain `forward` for validation inside fit
-        unless `evaluation.during_fit`)."""
+        """Evaluation logits: the configured `evaluation` (whole images at one scale for the validation
+        inside fit, unless `evaluation.during_fit`)."""
         fitting = self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING
-        if self.evaluation.is_plain or (fitting and not self.evaluation.during_fit):
-            return self(images)
+        if fitting and not self.evaluation.during_fit:
+            return Evaluation(size_divisor=self.evaluation.size_divisor)(self, images)
         return self.evaluation(self, images)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

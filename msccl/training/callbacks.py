@@ -1,0 +1,184 @@
+"""Cross-cutting training behaviour as Lightning callbacks (the module keeps the science).
+
+`msccl` adds these to every run (config keys `nonfinite_loss_guard`, `random_state_checkpoint` and
+`wandb_validation_images`): a step whose loss is not finite is skipped instead of corrupting the
+weights; the random generators' states travel in checkpoints so a resumed run continues exactly; and a
+few validation images with predicted and true masks go to W&B when a WandbLogger is configured.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from lightning.pytorch import Callback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["NonFiniteLossGuard", "RandomStateCheckpoint", "WandbValidationImages"]
+
+
+class NonFiniteLossGuard(Callback):
+    """Skips the optimiser step of any batch whose loss is NaN or infinite.
+
+    The gradients are dropped (set to None) just before the step, so no parameter, momentum buffer or
+    Adam moment changes; under DDP the decision is taken across ranks (one rank's NaN reaches all ranks'
+    gradients through the all-reduce anyway). Each skip is counted, logged as `train/nonfinite_steps`
+    (the running total) and warned about. The learning-rate schedule still advances: it follows the
+    step count, as with fp16 loss scaling, which skips steps the same way.
+
+    Args:
+        max_consecutive: raise after this many non-finite steps in a row (the run has diverged and
+            skipping would only waste the allocation); None never raises.
+    """
+
+    def __init__(self, max_consecutive: int | None = 20) -> None:
+        if max_consecutive is not None and max_consecutive < 1:
+            raise ValueError(
+                f"nonfinite_loss_guard.max_consecutive must be >= 1 or null, got {max_consecutive}"
+            )
+        self.max_consecutive = max_consecutive
+        self.skipped = 0
+        self.consecutive = 0
+        self._nonfinite = False
+
+    def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
+        # with gradient accumulation one bad micro-batch spoils the whole step
+        self._nonfinite |= not bool(torch.isfinite(loss.detach()).all())
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        nonfinite = trainer.strategy.reduce_boolean_decision(self._nonfinite, all=False)
+        self._nonfinite = False
+        if not nonfinite:
+            self.consecutive = 0
+            return
+        optimizer.zero_grad(set_to_none=True)  # torch optimisers leave parameters without gradient alone
+        self.skipped += 1
+        self.consecutive += 1
+        pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
+        rank_zero_warn(
+            f"non-finite loss at step {trainer.global_step}: optimiser step skipped "
+            f"({self.skipped} skipped so far, {self.consecutive} in a row)"
+        )
+        if self.max_consecutive is not None and self.consecutive >= self.max_consecutive:
+            raise FloatingPointError(
+                f"{self.consecutive} consecutive steps had a non-finite loss: training has diverged "
+                "(lower the learning rate, use bf16-mixed instead of 16-mixed, or check the data)"
+            )
+
+    def state_dict(self) -> dict[str, int]:
+        return {"skipped": self.skipped, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.skipped = state_dict["skipped"]
+        self.consecutive = state_dict["consecutive"]
+
+
+class RandomStateCheckpoint(Callback):
+    """Puts every process's random-generator states (python, numpy, torch, CUDA) in checkpoints and
+    restores them when training resumes, just before the first resumed batch.
+
+    Lightning restores weights, optimiser, scheduler, loops and callbacks but not these generators, so
+    without this a resumed run draws other dropout masks than the uninterrupted run would have. The
+    states are stored as tensors and plain numbers, so `torch.load(weights_only=True)` still reads the
+    checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self._to_restore: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        states = _random_states()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, states)  # every rank saves; rank 0's copy is written
+            return {"per_rank": gathered}
+        return {"per_rank": [states]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict["per_rank"]
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        # after the sanity-check validation, which draws from the generators too
+        if self._to_restore is None:
+            return
+        states = self._to_restore
+        _set_random_states(states[trainer.global_rank] if len(states) == trainer.world_size else states[0])
+        self._to_restore = None
+
+
+def _random_states() -> dict[str, Any]:
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    kind, keys, position, has_gauss, cached_gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+class WandbValidationImages(Callback):
+    """Logs the first `num_images` validation images of every validation, each with its predicted and
+    true masks as W&B mask overlays (`val/examples`); does nothing unless a WandbLogger is configured.
+
+    Args:
+        num_images: images per validation (0 turns it off).
+    """
+
+    def __init__(self, num_images: int = 4) -> None:
+        self.num_images = num_images
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch: dict, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or outputs is None:
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        count = min(self.num_images, len(batch["image"]))
+        if not loggers or count == 0:
+            return
+        names = dict(enumerate(pl_module.class_names))
+        images, masks = [], []
+        samples = zip(batch["image"][:count], outputs[:count], batch["label"][:count], strict=True)
+        for image, prediction, label in samples:
+            images.append(_displayable(image))
+            masks.append(
+                {
+                    "prediction": {"mask_data": prediction.cpu().numpy(), "class_labels": names},
+                    "ground_truth": {
+                        "mask_data": label.cpu().numpy(),
+                        "class_labels": {**names, pl_module.ignore_index: "ignore"},
+                    },
+                }
+            )
+        for logger in loggers:
+            logger.log_image(
+                key="val/examples",
+                images=images,
+                masks=masks,
+                caption=batch["name"][:count],
+                step=trainer.global_step,
+            )
+
+
+def _displayable(image: torch.Tensor) -> np.ndarray:
+    """A normalised [3, H, W] image as uint8 [H, W, 3], stretched to the full range (keeps colours
+    relative to each other whatever normalisation the data module used)."""
+    image = image.detach().float().cpu()
+    low, high = image.min(), image.max()
+    scaled = (image - low) / (high - low).clamp(min=1e-6)
+    return (scaled.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)

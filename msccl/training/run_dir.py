@@ -1,0 +1,143 @@
+"""One directory per run, chosen before anything is built, so every file of a run lands in it.
+
+The run directory is `<trainer.default_root_dir>/version_N` (the next free N), or exactly `--run_dir`.
+Every CSV/TensorBoard logger, every W&B logger (its `wandb/` folder and, unless the user set them, the
+W&B cache and data folders), every `ModelCheckpoint` without a `dirpath`, and the saved `config.yaml`
+write into it. `fit --ckpt_path last` continues the newest run of the root that has a
+`checkpoints/last.ckpt` (or the given `--run_dir`) in place: same directory, same W&B run id, with the
+previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would otherwise delete it).
+Lightning then finds `last.ckpt` there: nothing about the run has to be typed again.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from jsonargparse import Namespace
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+__all__ = ["configure_run_dir", "next_version", "newest_resumable_run", "write_summary"]
+
+WANDB_DIR_VARIABLES = {
+    "WANDB_CACHE_DIR": "cache",
+    "WANDB_DATA_DIR": "data",
+    "WANDB_ARTIFACT_DIR": "artifacts",
+}
+"""W&B folders that default to the user's home (~/.cache/wandb ...): kept inside the run directory."""
+_USER_SET_WANDB_DIRS = frozenset(name for name in WANDB_DIR_VARIABLES if name in os.environ)
+
+_VERSION = re.compile(r"version_(\d+)$")
+
+
+def _class(entry: Any) -> type | None:
+    """The class named by a config entry's `class_path` (None for `true` / `false` / unknown)."""
+    class_path = entry.get("class_path") if isinstance(entry, Namespace) else None
+    if not class_path:
+        return None
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def _entries(value: Any) -> Iterator[tuple[type, Namespace]]:
+    """(class, init_args) of each `class_path` entry of a logger or callback config value."""
+    for entry in value if isinstance(value, list) else [value]:
+        cls = _class(entry)
+        if cls is not None:
+            if entry.get("init_args") is None:
+                entry.init_args = Namespace()
+            yield cls, entry.init_args
+
+
+def next_version(root: Path) -> Path:
+    """`root/version_N` with N one above the highest existing (as Lightning's CSVLogger numbers them)."""
+    versions = [
+        int(m.group(1)) for p in root.glob("version_*") if (m := _VERSION.match(p.name)) and p.is_dir()
+    ]
+    return root / f"version_{max(versions, default=-1) + 1}"
+
+
+def newest_resumable_run(root: Path) -> Path | None:
+    """The run under `root` whose `checkpoints/last.ckpt` was written most recently."""
+    candidates = list(root.glob("*/checkpoints/last.ckpt"))
+    return max(candidates, key=lambda p: p.stat().st_mtime).parents[1] if candidates else None
+
+
+def _wandb_run_id(run_dir: Path) -> str | None:
+    """Id of the newest W&B run (online or offline) recorded in `run_dir/wandb/`."""
+    runs = sorted((run_dir / "wandb").glob("*run-*-*"), key=lambda p: p.name.split("-")[-2])
+    return runs[-1].name.rsplit("-", 1)[-1] if runs else None
+
+
+def _keep_previous_metrics(run_dir: Path) -> None:
+    metrics = run_dir / "metrics.csv"
+    if metrics.is_file():
+        k = 1
+        while (run_dir / f"metrics.{k}.csv").exists():
+            k += 1
+        metrics.rename(run_dir / f"metrics.{k}.csv")
+
+
+def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> Path | None:
+    """Choose the run directory and point loggers, checkpoints and W&B files at it (edits `config`,
+    one subcommand's namespace, so the saved `config.yaml` records the choice). None when the config
+    has no logger to place (`trainer.logger: false`) and no `--run_dir`: Lightning's defaults apply.
+    """
+    trainer = config.trainer
+    loggers = list(_entries(trainer.logger))
+    if not loggers and run_dir is None:
+        return None
+    versioned = [args for cls, args in loggers if issubclass(cls, (CSVLogger, TensorBoardLogger))]
+    if run_dir is not None:
+        path = Path(run_dir)
+    else:
+        if trainer.default_root_dir:
+            root = Path(trainer.default_root_dir)
+        elif versioned:
+            root = Path(versioned[0].save_dir or ".") / (versioned[0].get("name") or "")
+        else:
+            root = Path("runs")
+        path = (newest_resumable_run(root) if resume else None) or next_version(root)
+    if resume and path.is_dir() and rank_zero_only.rank == 0:
+        _keep_previous_metrics(path)
+
+    for cls, args in loggers:
+        if issubclass(cls, (CSVLogger, TensorBoardLogger)):
+            args.save_dir, args.name, args.version = str(path.parent), "", path.name
+        elif issubclass(cls, WandbLogger):
+            _configure_wandb(args, path, resume)
+    for cls, args in _entries(trainer.callbacks):
+        if issubclass(cls, ModelCheckpoint) and not args.get("dirpath"):
+            args.dirpath = str(path / "checkpoints")
+    trainer.default_root_dir = str(path)
+    return path
+
+
+def _configure_wandb(args: Namespace, run_dir: Path, resume: bool) -> None:
+    if args.get("save_dir") in (None, ".") and not args.get("dir"):
+        args.save_dir = str(run_dir)
+    if args.get("name") is None:
+        args.name = f"{run_dir.parent.name}/{run_dir.name}"
+    if resume and args.get("id") is None and args.get("version") is None:
+        args.id = _wandb_run_id(run_dir)
+        if args.id is not None and args.get("resume") is None:
+            args.resume = "allow"
+    for variable, folder in WANDB_DIR_VARIABLES.items():
+        if variable not in _USER_SET_WANDB_DIRS:
+            os.environ[variable] = str(run_dir / "wandb" / folder)
+
+
+def write_summary(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
+    """`run_dir/summary.json`: the last value of every logged metric (what W&B calls the run summary);
+    `msccl sweep` reads its objective from it."""
+    summary = {key: float(value) for key, value in sorted(metrics.items())}
+    path = run_dir / "summary.json"
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return path

@@ -1,0 +1,302 @@
+"""`msccl sweep SWEEP.yaml --count N [fit arguments ...]`: a W&B sweep file run locally with Optuna.
+
+Online, a `conf/sweeps/*.yaml` file is an ordinary W&B sweep (`wandb sweep FILE`, then `wandb agent
+ID`). Without a W&B server (offline machines, many clusters) `msccl sweep` runs the same file: its
+`method` picks an Optuna sampler (grid: GridSampler, random: RandomSampler, bayes: TPESampler), each
+parameter's W&B distribution becomes the matching Optuna distribution, and its `command` runs once per
+trial with `${args}` expanded exactly as the W&B agent expands it (`--name=value`). Each trial is a
+normal `msccl fit` in its own run directory `<sweep dir>/trial_NNN` (logged offline to W&B when the
+config has a WandbLogger, with the sweep's name as W&B group); the objective is the sweep metric's last
+logged value, read from the trial's `summary.json` (the last value is what W&B's sweep metric uses too).
+The study is kept in `<sweep dir>/optuna.db`: running the command again adds trials to the same sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+
+__all__ = ["Sweep", "SweepError", "main", "proposals"]
+
+Suggest = Callable[[optuna.Trial], Any]
+
+_SAMPLERS: dict[str, Callable[..., optuna.samplers.BaseSampler]] = {
+    "random": lambda space, seed: optuna.samplers.RandomSampler(seed=seed),
+    "bayes": lambda space, seed: optuna.samplers.TPESampler(seed=seed),
+    "grid": lambda space, seed: optuna.samplers.GridSampler(space, seed=seed),
+}
+_UNSUPPORTED = ("normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta")
+
+
+class SweepError(ValueError):
+    """A sweep file that the local runner cannot run; the message names the file and the setting."""
+
+
+def _choice(value: Any) -> Any:
+    """A categorical choice as Optuna can store it: lists and mappings as the text W&B would pass."""
+    return value if value is None or isinstance(value, bool | int | float | str) else f"{value}"
+
+
+def _rounded(suggest: Suggest, q: float) -> Suggest:
+    """Multiples of `q` (integers when `q` is one, so integer arguments parse)."""
+    kind = int if isinstance(q, int) else float
+    return lambda trial: kind(round(suggest(trial) / q) * q)
+
+
+@dataclass
+class Parameter:
+    """One sweep parameter: a constant or a way to draw a value from an Optuna trial."""
+
+    name: str
+    constant: Any = None
+    suggest: Suggest | None = None
+    grid: list[Any] | None = None
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Any, file: Path) -> Parameter:
+        where = f"{file}: parameter {name!r}"
+        if not isinstance(spec, dict):
+            raise SweepError(f"{where} must be a mapping (value / values / distribution with min, max)")
+        if "parameters" in spec:
+            raise SweepError(f"{where}: nested parameters are not supported; use dotted names instead")
+        if "value" in spec:
+            return cls(name, constant=spec["value"])
+        distribution = spec.get("distribution")
+        if "values" in spec:
+            if "probabilities" in spec:
+                raise SweepError(f"{where}: 'probabilities' are not supported by the local runner")
+            choices = [_choice(v) for v in spec["values"]]
+            return cls(name, suggest=lambda trial: trial.suggest_categorical(name, choices), grid=choices)
+        if distribution in _UNSUPPORTED:
+            raise SweepError(f"{where}: distribution {distribution!r} is not supported by the local runner")
+        if "min" not in spec or "max" not in spec:
+            raise SweepError(f"{where} needs value, values, or min and max")
+        low, high = spec["min"], spec["max"]
+        if distribution is None:  # W&B infers the distribution from the bounds' types
+            distribution = "int_uniform" if isinstance(low, int) and isinstance(high, int) else "uniform"
+        q = spec.get("q", 1)
+        if distribution in ("log_uniform", "q_log_uniform"):  # bounds are natural-log exponents
+            low, high = math.exp(low), math.exp(high)
+        if distribution == "int_uniform":
+            grid = list(range(int(low), int(high) + 1))
+            return cls(name, suggest=lambda trial: trial.suggest_int(name, int(low), int(high)), grid=grid)
+        if distribution == "uniform":
+            return cls(name, suggest=lambda trial: trial.suggest_float(name, low, high))
+        if distribution == "q_uniform":
+            return cls(name, suggest=lambda trial: trial.suggest_float(name, low, high, step=q))
+        if distribution in ("log_uniform", "log_uniform_values", "inv_log_uniform_values"):
+            # 1/x of a log-uniform x is log-uniform again: the same draws over [min, max]
+            return cls(name, suggest=lambda trial: trial.suggest_float(name, low, high, log=True))
+        if distribution in ("q_log_uniform", "q_log_uniform_values"):
+            return cls(
+                name, suggest=_rounded(lambda trial: trial.suggest_float(name, low, high, log=True), q)
+            )
+        raise SweepError(f"{where}: unknown distribution {distribution!r}")
+
+
+@dataclass
+class Sweep:
+    """A parsed W&B sweep file."""
+
+    file: Path
+    name: str
+    method: str
+    metric: str
+    goal: str
+    command: list[str]
+    parameters: list[Parameter]
+    run_cap: int | None = None
+
+    @classmethod
+    def load(cls, file: str | Path) -> Sweep:
+        file = Path(file)
+        try:
+            spec = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise SweepError(f"cannot read sweep file {file}: {error}") from None
+        if not isinstance(spec, dict):
+            raise SweepError(f"{file} is not a W&B sweep definition (a mapping)")
+        method = spec.get("method")
+        if method not in _SAMPLERS:
+            raise SweepError(f"{file}: method must be one of {', '.join(_SAMPLERS)}, got {method!r}")
+        metric = spec.get("metric") or {}
+        if not metric.get("name"):
+            raise SweepError(f"{file}: metric.name is needed (e.g. val/mIoU) to rank the trials")
+        goal = metric.get("goal", "minimize")
+        if goal not in ("minimize", "maximize"):
+            raise SweepError(f"{file}: metric.goal must be minimize or maximize, got {goal!r}")
+        command = spec.get("command")
+        if not command or "${args}" not in command:
+            raise SweepError(
+                f"{file}: command must be a list that contains ${{args}} (e.g. [msccl, fit, ...])"
+            )
+        parameters = [Parameter.from_spec(n, s, file) for n, s in (spec.get("parameters") or {}).items()]
+        if method == "grid" and any(p.suggest is not None and p.grid is None for p in parameters):
+            raise SweepError(f"{file}: a grid sweep needs values (or int_uniform ranges) for every parameter")
+        return cls(
+            file,
+            spec.get("name") or file.stem,
+            method,
+            metric["name"],
+            goal,
+            command,
+            parameters,
+            spec.get("run_cap"),
+        )
+
+    @property
+    def grid_space(self) -> dict[str, list[Any]]:
+        return {p.name: p.grid for p in self.parameters if p.suggest is not None and p.grid is not None}
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(values) for values in self.grid_space.values())
+
+    def sampler(self, seed: int | None = None) -> optuna.samplers.BaseSampler:
+        return _SAMPLERS[self.method](self.grid_space, seed)
+
+    def draw(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The parameter values of one trial, constants included."""
+        return {p.name: p.constant if p.suggest is None else p.suggest(trial) for p in self.parameters}
+
+    @staticmethod
+    def arguments(values: dict[str, Any]) -> list[str]:
+        """`${args}` as the W&B agent writes it: `--name=value`, value formatted by Python."""
+        return [f"--{name}={value}" for name, value in values.items()]
+
+    def command_line(self, values: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
+        """The trial's command, `${args}` expanded as the W&B agent does, `extra` arguments before it
+        (so the sweep's values win); `msccl` runs with this interpreter."""
+        arguments = self.arguments(values)
+        expanded: list[str] = []
+        for word in self.command:
+            if word == "${args}":
+                expanded += [*extra, *arguments]
+            elif word == "${args_no_hyphens}":
+                expanded += [*extra, *(a[2:] for a in arguments)]
+            elif word == "${args_json}":
+                expanded += [*extra, json.dumps(values)]
+            elif word in ("${env}", "${interpreter}", "${program}") or word.startswith("${"):
+                raise SweepError(f"{self.file}: command macro {word} is not supported; call `msccl` directly")
+            else:
+                expanded.append(word)
+        if expanded and expanded[0] == "msccl":
+            expanded[:1] = [sys.executable, "-m", "msccl"]
+        return expanded
+
+
+def proposals(sweep: Sweep, count: int, seed: int = 0) -> list[dict[str, Any]]:
+    """The parameter values of the first `count` trials the sampler proposes (nothing runs)."""
+    study = optuna.create_study(sampler=sweep.sampler(seed), direction=sweep.goal)
+    values = []
+    for _ in range(min(count, sweep.grid_size) if sweep.method == "grid" else count):
+        trial = study.ask()
+        values.append(sweep.draw(trial))
+        study.tell(trial, 0.0)
+    return values
+
+
+def _run_trial(sweep: Sweep, values: dict[str, Any], extra: Sequence[str], run_dir: Path) -> float:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [*sweep.command_line(values, extra), f"--run_dir={run_dir}"]
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[2])  # trials run this msccl, not another install
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env.setdefault("WANDB_RUN_GROUP", sweep.name)
+    log = run_dir / "output.log"
+    with open(log, "w") as output:
+        output.write(" ".join(command) + "\n\n")
+        output.flush()
+        code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env).returncode
+    summary = run_dir / "summary.json"
+    if code != 0 or not summary.is_file():
+        raise _TrialFailed(f"exit code {code}; see {log}")
+    metrics = json.loads(summary.read_text())
+    if sweep.metric not in metrics:
+        raise _TrialFailed(f"metric {sweep.metric!r} was not logged (logged: {', '.join(metrics)})")
+    return metrics[sweep.metric]
+
+
+class _TrialFailed(RuntimeError):
+    pass
+
+
+def best_trials_table(study: optuna.Study, sweep: Sweep, sweep_dir: Path, top: int = 10) -> str:
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done.sort(key=lambda t: t.value, reverse=sweep.goal == "maximize")
+    names = [p.name for p in sweep.parameters if p.suggest is not None]
+    rows = [["trial", sweep.metric, *names, "run directory"]]
+    for t in done[:top]:
+        params = [f"{t.params.get(n, '')}" for n in names]
+        rows.append([str(t.number), f"{t.value:.4f}", *params, str(sweep_dir / f"trial_{t.number:03d}")])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    title = f"best trials of sweep {sweep.name} ({len(done)} complete, {failed} failed; goal: {sweep.goal})"
+    return "\n".join([title, *lines])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="msccl sweep",
+        description="Run a W&B sweep file locally with Optuna; other arguments go to every trial's command "
+        "(before the sweep's own, e.g. --config conf/experiments/X.yaml --trainer.max_steps=2000).",
+    )
+    parser.add_argument("sweep_file", help="a W&B sweep definition (conf/sweeps/*.yaml)")
+    parser.add_argument("--count", type=int, help="trials to run (default: run_cap, or the whole grid)")
+    parser.add_argument("--sweep-dir", help="where trials and the study go (default: runs/sweeps/<name>)")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed")
+    parser.add_argument("--dry-run", action="store_true", help="print the trials' commands, run nothing")
+    arguments, extra = parser.parse_known_args(argv)
+    try:
+        sweep = Sweep.load(arguments.sweep_file)
+    except SweepError as error:
+        parser.error(str(error))
+    count = arguments.count or sweep.run_cap or (sweep.grid_size if sweep.method == "grid" else None)
+    if not count:
+        parser.error(f"{sweep.file}: give --count (the sweep has no run_cap)")
+    if arguments.dry_run:
+        for values in proposals(sweep, count, arguments.seed):
+            print(" ".join(sweep.command_line(values, extra)))
+        return 0
+    sweep_dir = Path(arguments.sweep_dir or Path("runs") / "sweeps" / sweep.name)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=sweep.name,
+        storage=f"sqlite:///{sweep_dir / 'optuna.db'}",
+        sampler=sweep.sampler(arguments.seed),
+        direction=sweep.goal,
+        load_if_exists=True,
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        values = sweep.draw(trial)
+        started = time.monotonic()
+        shown = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+        try:
+            value = _run_trial(sweep, values, extra, sweep_dir / f"trial_{trial.number:03d}")
+        except _TrialFailed as error:
+            print(f"trial {trial.number}: failed ({error}) [{shown}]", flush=True)
+            raise
+        print(
+            f"trial {trial.number}: {sweep.metric}={value:.4f} [{shown}] {time.monotonic() - started:.0f} s"
+        )
+        return value
+
+    study.optimize(objective, n_trials=count, catch=(_TrialFailed,))
+    print("\n" + best_trials_table(study, sweep, sweep_dir))
+    return 0 if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else 1

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from msccl.cli import build_cli
+from msccl.data import SyntheticDataModule
+from tests.conftest import TINY_SYNTHETIC
+
+SIZES = {"wide.png": (50, 130), "small.jpg": (23, 31), "square.bmp": (64, 64)}  # (height, width)
+
+
+def _files(root):
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def test_predict_writes_labels_and_palette_overlays_for_any_image_size(in_tmp_dir):
+    images = in_tmp_dir / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (height, width) in SIZES.items():
+        cv2.imwrite(str(images / name), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    build_cli(["fit", *TINY_SYNTHETIC])
+    checkpoint = in_tmp_dir / "runs" / "synthetic" / "version_0" / "checkpoints" / "last.ckpt"
+    before = _files(in_tmp_dir)
+
+    output = in_tmp_dir / "predictions"
+    cli = build_cli(
+        [
+            "predict",
+            *TINY_SYNTHETIC,
+            f"--ckpt_path={checkpoint}",
+            f"--data.init_args.predict_dir={images}",
+            f"--output={output}",
+            # the evaluation given now wins over the checkpoint's (whole image)
+            "--model.init_args.evaluation.mode=sliding",
+            "--model.init_args.evaluation.crop=[64,64]",
+        ]
+    )
+    assert cli.model.evaluation.mode == "sliding"
+    written = _files(in_tmp_dir) - before
+    assert all(output in path.parents for path in written)  # nothing outside --output
+    palette = np.array(SyntheticDataModule().palette, np.uint8)
+    for name, (height, width) in SIZES.items():
+        stem = name.rsplit(".", 1)[0]
+        label = cv2.imread(str(output / "labels" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert label.shape == (height, width) and label.dtype == np.uint8 and label.max() < len(palette)
+        shown = cv2.cvtColor(cv2.imread(str(output / "overlays" / f"{stem}.png")), cv2.COLOR_BGR2RGB)
+        original = cv2.cvtColor(cv2.imread(str(images / name)), cv2.COLOR_BGR2RGB)
+        expected = (0.5 * palette[label].astype(np.float32) + 0.5 * original.astype(np.float32)).round()
+        assert np.array_equal(shown, expected.astype(np.uint8))
+    assert (output / "config.yaml").is_file()  # how the predictions were made
+
+
+def test_predict_without_output_is_refused(in_tmp_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        build_cli(["predict", *TINY_SYNTHETIC, f"--data.init_args.predict_dir={tmp_path}"])
+    assert "--output" in capsys.readouterr().err

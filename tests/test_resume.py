@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback
+
+from msccl.cli import build_cli
+from msccl.data import SyntheticDataModule
+from msccl.data.sampling import ResumableDataLoader
+from msccl.training.checkpoint import AtomicCheckpointIO
+from tests.conftest import TINY_SYNTHETIC
+
+
+class CrashAtStep(Callback):
+    """Dies after `step` optimiser steps, like a job killed mid-epoch (before that step's checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt(f"simulated kill at step {self.step}")
+
+
+def _checkpoint_every_two_steps(folder: Path) -> str:
+    config = {
+        "trainer": {
+            "max_epochs": 2,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"save_last": True, "save_top_k": 0, "every_n_train_steps": 2},
+                }
+            ],
+        }
+    }
+    path = folder / "every_two_steps.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return f"--config={path}"
+
+
+def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_weights(in_tmp_dir):
+    # 3 batches per epoch, 2 epochs; checkpoints at steps 2, 4, 6; flip augmentation and dropout on
+    args = [*TINY_SYNTHETIC, _checkpoint_every_two_steps(in_tmp_dir)]
+    build_cli(["fit", *args, "--run_dir=uninterrupted"])
+    killed = [*args, f"--trainer.callbacks+={__name__}.CrashAtStep", "--trainer.callbacks.step=5"]
+    with pytest.raises(SystemExit):  # Lightning turns the interrupt into a graceful exit
+        build_cli(["fit", *killed])
+    run = in_tmp_dir / "runs" / "synthetic" / "version_0"
+    # the last checkpoint is from step 4: one batch into the second epoch
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+
+    resumed = build_cli(["fit", *args, "--ckpt_path=last"])  # finds version_0 by itself
+    assert resumed.run_dir.resolve() == run.resolve() and not (run.parent / "version_1").exists()
+    assert isinstance(resumed.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    assert (run / "metrics.1.csv").is_file() and (run / "metrics.csv").is_file()  # the first part is kept
+
+    expected = torch.load(in_tmp_dir / "uninterrupted" / "checkpoints" / "last.ckpt", weights_only=False)
+    actual = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert actual["global_step"] == expected["global_step"] == 6
+    for name, tensor in expected["state_dict"].items():
+        assert torch.equal(actual["state_dict"][name], tensor), name
+    momentum = [state["momentum_buffer"] for state in expected["optimizer_states"][0]["state"].values()]
+    resumed_momentum = [state["momentum_buffer"] for state in actual["optimizer_states"][0]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, resumed_momentum, strict=True))
+    assert actual["lr_schedulers"] == expected["lr_schedulers"]
+
+
+def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
+    data = SyntheticDataModule(num_classes=4, image_size=16, num_train=8, batch_size=2)
+    data.setup("fit")
+
+    def epoch_batches(loader: ResumableDataLoader, epoch: int) -> list[torch.Tensor]:
+        loader.sampler.set_epoch(epoch)
+        return [batch["image"] for batch in loader]
+
+    a, b = (ResumableDataLoader(data.datasets["train"], 2, seed=7) for _ in range(2))
+    first = epoch_batches(a, 1)
+    assert all(torch.equal(x, y) for x, y in zip(first, epoch_batches(b, 1), strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(first, epoch_batches(a, 2), strict=True))
+    # resuming after two batches of epoch 1 hands out exactly the remaining batches
+    a.load_state_dict({"epoch": 1, "batches": 2})
+    rest = [batch["image"] for batch in a]
+    assert len(rest) == 2 and all(torch.equal(x, y) for x, y in zip(rest, first[2:], strict=True))
+    assert a.state_dict() == {"epoch": 1, "batches": 4}
+    # a checkpoint taken at the end of an epoch resumes at the start of the next one
+    a.load_state_dict({"epoch": 1, "batches": 4})
+    assert a.sampler.epoch == 2 and a.sampler.start == 0
+    # workers do not change the batches: every sample's augmentation has its own seed
+    with_workers = ResumableDataLoader(data.datasets["train"], 2, seed=7, num_workers=2)
+    assert all(torch.equal(x, y) for x, y in zip(epoch_batches(with_workers, 1), first, strict=True))
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "weights": torch.ones(3)}, path)
+
+    def dies_half_way(obj, file):
+        file.write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
+    io.save_checkpoint({"step": 3}, path)
+    assert torch.load(path, weights_only=True) == {"step": 3}
