@@ -28,14 +28,16 @@ def test_overfitting_a_handful_of_images_lowers_loss_and_raises_miou():
         optimizer=lambda params: torch.optim.Adam(params, lr=3e-3),
         poly_power=0.0,
     )
+    # 150 epochs: after 80 the mIoU still depended on the random stream (0.48-0.61 over seeds 0-2,
+    # around the 0.5 bar); after 150 it is ~0.87 for each
     trainer = L.Trainer(
-        max_epochs=80,
+        max_epochs=150,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=80,
+        check_val_every_n_epoch=150,
     )
     batch = next(iter(data.train_dataloader()))
     module.eval()

@@ -2,8 +2,8 @@
 
 The run directory is `<trainer.default_root_dir>/version_N` (the next free N), or exactly `--run_dir`.
 Every CSV/TensorBoard logger, every W&B logger (its `wandb/` folder and, unless the user set them, the
-W&B cache and data folders), every `ModelCheckpoint` without a `dirpath`, and the saved `config.yaml`
-write into it. `fit --ckpt_path last` continues the newest run of the root that has a
+W&B cache and data folders), every `ModelCheckpoint` without a `dirpath`, the saved `config.yaml` and a
+`summary.json` of the final metrics write into it. `fit --ckpt_path last` continues the newest run of the root that has a
 `checkpoints/last.ckpt` (or the given `--run_dir`) in place: same directory, same W&B run id, with the
 previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would otherwise delete it).
 Lightning then finds `last.ckpt` there: nothing about the run has to be typed again.
@@ -121,8 +121,8 @@ def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> P
 
 
 def _configure_wandb(args: Namespace, run_dir: Path, resume: bool) -> None:
-    if args.get("save_dir") in (None, ".") and not args.get("dir"):
-        args.save_dir = str(run_dir)
+    # always: jsonargparse carries `save_dir` over from a CSVLogger that a --config replaced
+    args.save_dir, args.dir = str(run_dir), None
     if args.get("name") is None:
         args.name = f"{run_dir.parent.name}/{run_dir.name}"
     if resume and args.get("id") is None and args.get("version") is None:
