@@ -3,10 +3,10 @@
 The run directory is `<trainer.default_root_dir>/version_N` (the next free N), or exactly `--run_dir`.
 Every CSV/TensorBoard logger, every W&B logger (its `wandb/` folder and, unless the user set them, the
 W&B cache and data folders), every `ModelCheckpoint` without a `dirpath`, the saved `config.yaml` and a
-`summary.json` of the final metrics write into it. `fit --ckpt_path last` continues the newest run of the root that has a
-`checkpoints/last.ckpt` (or the given `--run_dir`) in place: same directory, same W&B run id, with the
-previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would otherwise delete it).
-Lightning then finds `last.ckpt` there: nothing about the run has to be typed again.
+`summary.json` of the final metrics write into it. `fit --ckpt_path last` continues the newest run of
+the root that has a `checkpoints/last.ckpt` (or the given `--run_dir`) in place: same directory, same
+W&B run id, with the previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would
+otherwise delete it). Lightning then finds `last.ckpt` there: nothing about the run is typed again.
 """
 
 from __future__ import annotations

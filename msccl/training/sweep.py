@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -200,11 +201,9 @@ class Sweep:
 def proposals(sweep: Sweep, count: int, seed: int = 0) -> list[dict[str, Any]]:
     """The parameter values of the first `count` trials the sampler proposes (nothing runs)."""
     study = optuna.create_study(sampler=sweep.sampler(seed), direction=sweep.goal)
-    values = []
-    for _ in range(min(count, sweep.grid_size) if sweep.method == "grid" else count):
-        trial = study.ask()
-        values.append(sweep.draw(trial))
-        study.tell(trial, 0.0)
+    values: list[dict[str, Any]] = []
+    # inside optimize, as a grid sampler stops the study when the grid is done
+    study.optimize(lambda trial: values.append(sweep.draw(trial)) or 0.0, n_trials=count)
     return values
 
 
@@ -261,6 +260,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
     parser.add_argument("--dry-run", action="store_true", help="print the trials' commands, run nothing")
     arguments, extra = parser.parse_known_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         sweep = Sweep.load(arguments.sweep_file)
     except SweepError as error:
@@ -270,11 +270,10 @@ def main(argv: list[str]) -> int:
         parser.error(f"{sweep.file}: give --count (the sweep has no run_cap)")
     if arguments.dry_run:
         for values in proposals(sweep, count, arguments.seed):
-            print(" ".join(sweep.command_line(values, extra)))
+            print(shlex.join(sweep.command_line(values, extra)))
         return 0
     sweep_dir = Path(arguments.sweep_dir or Path("runs") / "sweeps" / sweep.name)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=sweep.name,
         storage=f"sqlite:///{sweep_dir / 'optuna.db'}",
