@@ -68,9 +68,11 @@ class MscclCLI(LightningCLI):
             self.config[key] = evaluation
 
     def before_instantiate_classes(self) -> None:
+        """Place the run (edits `trainer.*` of the config the objects are built from)."""
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
+        self._given_trainer_config = config.trainer.clone()
         if self.subcommand == "predict":
             if not config.output:
                 self._parser("predict").error("msccl predict needs --output DIR (where the predictions go)")
@@ -94,7 +96,12 @@ class MscclCLI(LightningCLI):
         self.run_dir = configure_run_dir(config, run_dir, resume)
 
     def after_instantiate_classes(self) -> None:
-        if self.subcommand is not None and type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+        if self.subcommand is None:
+            return
+        # the saved config.yaml keeps the trainer settings as given, not the placed ones, so
+        # `--config <run dir>/config.yaml` starts a new run, or with `--ckpt_path last` resumes this one
+        self.config[self.subcommand].trainer = self._given_trainer_config
+        if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
     def before_predict(self) -> None:

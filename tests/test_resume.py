@@ -68,6 +68,11 @@ def test_a_run_killed_mid_epoch_resumes_from_last_to_the_same_weights(in_tmp_dir
     assert all(torch.equal(a, b) for a, b in zip(momentum, resumed_momentum, strict=True))
     assert actual["lr_schedulers"] == expected["lr_schedulers"]
 
+    # the run's own config.yaml continues it too (it keeps the settings as given, not the placed ones)
+    saved = [f"--config={run / 'config.yaml'}", _checkpoint_every_two_steps(in_tmp_dir)]
+    again = build_cli(["fit", *saved, "--trainer.max_epochs=3", "--ckpt_path=last"])
+    assert again.run_dir.resolve() == run.resolve() and again.trainer.global_step == 9
+
 
 def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
     data = SyntheticDataModule(num_classes=4, image_size=16, num_train=8, batch_size=2)

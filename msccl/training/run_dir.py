@@ -86,9 +86,9 @@ def _keep_previous_metrics(run_dir: Path) -> None:
 
 
 def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> Path | None:
-    """Choose the run directory and point loggers, checkpoints and W&B files at it (edits `config`,
-    one subcommand's namespace, so the saved `config.yaml` records the choice). None when the config
-    has no logger to place (`trainer.logger: false`) and no `--run_dir`: Lightning's defaults apply.
+    """Choose the run directory and point loggers, checkpoints and W&B files at it (edits only
+    `config.trainer`, of one subcommand's namespace). None when the config has no logger to place
+    (`trainer.logger: false`) and no `--run_dir`: Lightning's defaults apply.
     """
     trainer = config.trainer
     loggers = list(_entries(trainer.logger))
@@ -104,7 +104,11 @@ def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> P
             root = Path(versioned[0].save_dir or ".") / (versioned[0].get("name") or "")
         else:
             root = Path("runs")
-        path = (newest_resumable_run(root) if resume else None) or next_version(root)
+        version = versioned[0].get("version") if versioned else None
+        if version is not None:  # a version the config names is used as it is
+            path = root / (version if isinstance(version, str) else f"version_{version}")
+        else:
+            path = (newest_resumable_run(root) if resume else None) or next_version(root)
     if resume and path.is_dir() and rank_zero_only.rank == 0:
         _keep_previous_metrics(path)
 
