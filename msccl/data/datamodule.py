@@ -1,18 +1,28 @@
-"""LightningDataModules: the shared loader logic and the built-in synthetic dataset."""
+"""LightningDataModules: the shared loader logic, the built-in synthetic dataset, and the base of the
+datasets read from files (one module per dataset: `cityscapes.py`, `ade20k.py`, ...)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from typing import ClassVar
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from msccl.data.base import IGNORE_INDEX, ImageFolder
+from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
+from msccl.data.sampling import RepeatFactorSampler, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
-from msccl.data.transforms import eval_transform, flip_transform
+from msccl.data.transforms import (
+    eval_transform,
+    flip_transform,
+    seed_pipeline,
+    seed_transform_in_worker,
+    train_transform,
+)
 
-__all__ = ["SegmentationDataModule", "SyntheticDataModule"]
+__all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]
 
 SPLITS = ("train", "val", "test")
 
@@ -61,28 +71,36 @@ class SegmentationDataModule(L.LightningDataModule):
                 raise ValueError("predicting needs a folder of images: set --data.predict_dir")
             self.datasets["predict"] = ImageFolder(self.predict_dir, eval_transform())
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def train_sampler(self) -> Sampler[int] | None:
+        """The training sampler; None shuffles uniformly."""
+        return None
+
+    def _loader(
+        self, split: str, batch_size: int, train: bool, sampler: Sampler[int] | None = None
+    ) -> DataLoader:
         return DataLoader(
             self.datasets[split],
             batch_size=batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,  # a last batch of one breaks BatchNorm in training
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train,  # a last batch of one breaks BatchNorm in training
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=seed_transform_in_worker,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader("train", self.batch_size, train=True, sampler=self.train_sampler())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.val_batch_size, shuffle=False)
+        return self._loader("val", self.val_batch_size, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.val_batch_size, shuffle=False)
+        return self._loader("test", self.val_batch_size, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict", 1, shuffle=False)  # one image at a time: sizes may differ
+        return self._loader("predict", 1, train=False)  # one image at a time: sizes may differ
 
 
 class SyntheticDataModule(SegmentationDataModule):
@@ -122,8 +140,120 @@ class SyntheticDataModule(SegmentationDataModule):
         )
 
 
-def default_palette(num_classes: int) -> Sequence[tuple[int, int, int]]:
-    """Distinct colours for datasets without an official palette."""
-    generator = torch.Generator().manual_seed(0)
-    colours = torch.randint(0, 256, (num_classes, 3), generator=generator)
-    return [tuple(int(v) for v in row) for row in colours]
+def default_num_workers() -> int:
+    """Loader processes per training process: the CPUs this process may use, at most 8."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class FileDataModule(SegmentationDataModule):
+    """A dataset read from its publisher's layout under `root`, trained with the paper's pipeline.
+
+    Subclasses name their `dataset_class` (layout, label map) and set `class_names` and `palette`
+    (from the dataset's). Training images
+    get `train_transform` (method.md C3), validation and test images normalisation only. Building the
+    datasets (in `setup`) checks the layout and pairing of every needed split before any step; each
+    sample is checked when read. Either way the error names the file and says to run `msccl data check`.
+
+    Args:
+        root: the dataset folder exactly as shipped.
+        crop_size: training crop, (height, width) or one int for a square.
+        scale_range: random rescale factor range.
+        aspect_range: extra factor range of the width (aspect jitter).
+        max_class_ratio: the crop retries until no class covers this share of its labelled pixels.
+        crop_attempts: crop draws before keeping the last one.
+        flip_probability: horizontal flip probability.
+        colour_jitter: brightness/contrast/saturation factor range (null: no colour jitter).
+        hue_shift: hue jitter range +-.
+        test_split: the split `msccl test` evaluates.
+        repeat_factor_threshold: repeat-factor sampling of images with rare classes (LVIS) with this
+            threshold (e.g. 0.15); null shuffles uniformly. Deterministic from the run's seed.
+        batch_size: training batch size per device.
+        val_batch_size: validation/test batch size (default: `batch_size`).
+        num_workers: loader processes (default: the usable CPUs, at most 8).
+        pin_memory: pin host memory (default: when CUDA is available).
+        predict_dir: folder of images for `msccl predict`.
+    """
+
+    dataset_class: ClassVar[type[FileSegmentation]]
+
+    def __init__(
+        self,
+        root: str,
+        crop_size: int | tuple[int, int] = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        aspect_range: tuple[float, float] = (0.9, 1.1),
+        max_class_ratio: float = 0.75,
+        crop_attempts: int = 10,
+        flip_probability: float = 0.5,
+        colour_jitter: tuple[float, float] | None = (2 / 3, 1.5),
+        hue_shift: float = 0.05,
+        test_split: str = "test",
+        repeat_factor_threshold: float | None = None,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        predict_dir: str | None = None,
+    ) -> None:
+        num_workers = default_num_workers() if num_workers is None else num_workers
+        super().__init__(batch_size, val_batch_size, num_workers, pin_memory, predict_dir)
+        if test_split not in self.dataset_class.splits:
+            splits = ", ".join(self.dataset_class.splits)
+            raise ValueError(f"data.test_split must be one of {splits} for {self.dataset_class.name}")
+        self.root = root
+        self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        self.augmentation = {
+            "scale_range": scale_range,
+            "aspect_range": aspect_range,
+            "max_class_ratio": max_class_ratio,
+            "crop_attempts": crop_attempts,
+            "flip_probability": flip_probability,
+            "colour_jitter": colour_jitter,
+            "hue_shift": hue_shift,
+        }
+        self.test_split = test_split
+        self.repeat_factor_threshold = repeat_factor_threshold
+        self._train_sampler: RepeatFactorSampler | None = None
+
+    def make_dataset(
+        self, split: str, transform: Transform | None = None, strict: bool = True
+    ) -> FileSegmentation:
+        """The plain dataset of one of the publisher's splits (subclasses add their options)."""
+        return self.dataset_class(self.root, split, transform, strict=strict)
+
+    def build_dataset(self, split: str) -> Dataset:
+        if split != "train":
+            return self.make_dataset(self.test_split if split == "test" else split, eval_transform())
+        transform = train_transform(self.crop_size, ignore_index=self.ignore_index, **self.augmentation)
+        seed_pipeline(transform, torch.initial_seed() % 2**32)  # workers reseed (seed_transform_in_worker)
+        return self.make_dataset("train", transform)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.repeat_factor_threshold is not None and self._train_sampler is None:
+            presence = class_presence(self.datasets["train"], self.num_classes, self.num_workers)
+            factors = repeat_factors(presence, self.repeat_factor_threshold)
+            # the run's seed, identical on every DDP rank under seed_everything
+            self._train_sampler = RepeatFactorSampler(factors, seed=torch.initial_seed())
+
+    def train_sampler(self) -> Sampler[int] | None:
+        return self._train_sampler
+
+
+class _LabelPresence(Dataset):
+    """Which classes each label contains, reading labels only."""
+
+    def __init__(self, dataset: FileSegmentation, num_classes: int) -> None:
+        self.dataset, self.num_classes = dataset, num_classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.bincount(self.dataset.load_label(index).ravel(), minlength=256)[: self.num_classes] > 0
+
+
+def class_presence(dataset: FileSegmentation, num_classes: int, num_workers: int = 0) -> np.ndarray:
+    """Boolean [images, classes]: which classes appear in each image's label."""
+    loader = DataLoader(_LabelPresence(dataset, num_classes), batch_size=64, num_workers=num_workers)
+    return torch.cat(list(loader)).numpy()
