@@ -141,7 +141,7 @@ class LabelMap:
 
     def apply(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
         """Train ids (uint8, ignore 255) of the raw label read from `path` (named in errors)."""
-        if cv2.LUT(raw, self._unknown).any():  # two table lookups: ~1 ms for 1024x2048
+        if cv2.LUT(raw, self._unknown).any():  # a lookup and a scan: far cheaper than decoding
             raise DatasetError(f"label {path} has values {self.unknown_values(raw)} outside the label map")
         return cv2.LUT(raw, self.table)
 

@@ -141,8 +141,10 @@ class SyntheticDataModule(SegmentationDataModule):
 
 
 def default_num_workers() -> int:
-    """Loader processes per training process: the CPUs this process may use, at most 8."""
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Loader processes per training process: the usable CPUs shared among the visible GPUs (one
+    training process each under DDP), at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // max(1, torch.cuda.device_count())))
 
 
 class FileDataModule(SegmentationDataModule):
@@ -169,7 +171,7 @@ class FileDataModule(SegmentationDataModule):
             threshold (e.g. 0.15); null shuffles uniformly. Deterministic from the run's seed.
         batch_size: training batch size per device.
         val_batch_size: validation/test batch size (default: `batch_size`).
-        num_workers: loader processes (default: the usable CPUs, at most 8).
+        num_workers: loader processes (default: the usable CPUs per visible GPU, at most 8).
         pin_memory: pin host memory (default: when CUDA is available).
         predict_dir: folder of images for `msccl predict`.
     """

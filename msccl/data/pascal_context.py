@@ -13,6 +13,7 @@ Raw label 0 (background) becomes ignore and k becomes k - 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from msccl.data.base import FileSegmentation, LabelMap, Pair, missing_folders, pair_files
@@ -84,6 +85,11 @@ PASCAL_CONTEXT_CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 )
 
 
+def _png_in(label_dir: Path) -> Callable[[Path], Path]:
+    """The label of an image: the PNG of the same stem in `label_dir`."""
+    return lambda image: label_dir / f"{image.stem}.png"
+
+
 def _voc_folder(root: Path) -> Path | None:
     """The VOC2010 folder under `root` (or `root` itself), if this is the VOC layout."""
     for candidate in (root, root / "VOC2010", root / "VOCdevkit" / "VOC2010"):
@@ -114,11 +120,9 @@ class PascalContextSegmentation(FileSegmentation):
         problems = missing_folders(image_dir, label_dir)
         if problems:
             return [], problems
-
-        def label_for(image: Path) -> Path:
-            return label_dir / f"{image.stem}.png"
-
-        return pair_files(sorted(image_dir.glob("*.jpg")), label_for, labels_found=label_dir.glob("*.png"))
+        return pair_files(
+            sorted(image_dir.glob("*.jpg")), _png_in(label_dir), labels_found=label_dir.glob("*.png")
+        )
 
     @staticmethod
     def _voc_pairs(voc: Path, split: str) -> tuple[list[Pair], list[str]]:
@@ -130,12 +134,8 @@ class PascalContextSegmentation(FileSegmentation):
         if problems:
             return [], problems
         names = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
-
-        def label_for(image: Path) -> Path:
-            return label_dir / f"{image.stem}.png"
-
         # JPEGImages holds all of VOC2010: only the listed images count, so no orphan-label check
-        return pair_files([voc / "JPEGImages" / f"{name}.jpg" for name in names], label_for)
+        return pair_files([voc / "JPEGImages" / f"{name}.jpg" for name in names], _png_in(label_dir))
 
 
 class PascalContext(FileDataModule):
