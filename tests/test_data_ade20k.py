@@ -87,3 +87,8 @@ def test_short_fit_from_the_config(tree, in_tmp_dir):
     cli = build_cli(tiny_fit_args("ade20k.yaml", tree.root, "--data.init_args.val_batch_size=1"))
     assert cli.trainer.global_step == 2 and cli.model.num_classes == 150
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_a_split_the_release_does_not_have_is_rejected():
+    with pytest.raises(ValueError, match="data.test_split must be one of train, val for ade20k"):
+        ADE20K("unused", test_split="test")

@@ -176,9 +176,5 @@ class CaDIS(FileDataModule):
                 raise ValueError(f"CaDIS videos {sorted(shared)} are in both the {first} and {second} splits")
         self.class_groups = CADIS_CLASS_GROUPS[task]
 
-    def make_dataset(
-        self, split: str, transform: Transform | None = None, strict: bool = True
-    ) -> CaDISSegmentation:
-        return CaDISSegmentation(
-            self.root, split, transform, strict, task=self.task, videos=self.videos[split]
-        )
+    def make_dataset(self, split: str, transform: Transform) -> CaDISSegmentation:
+        return CaDISSegmentation(self.root, split, transform, task=self.task, videos=self.videos[split])

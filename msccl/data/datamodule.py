@@ -150,11 +150,11 @@ def default_num_workers() -> int:
 class FileDataModule(SegmentationDataModule):
     """A dataset read from its publisher's layout under `root`, trained with the paper's pipeline.
 
-    Subclasses name their `dataset_class` (layout, label map) and set `class_names` and `palette`
-    (from the dataset's). Training images
-    get `train_transform` (method.md C3), validation and test images normalisation only. Building the
-    datasets (in `setup`) checks the layout and pairing of every needed split before any step; each
-    sample is checked when read. Either way the error names the file and says to run `msccl data check`.
+    Subclasses name their `dataset_class` (layout, label map) and set `class_names` and `palette` (from
+    the dataset's). Training images get `train_transform` (method.md C3), validation and test images
+    normalisation only. Building the datasets (in `setup`) checks the layout and pairing of every needed
+    split before any step; each sample is checked when read. Either way the error names the file and
+    says to run `msccl data check`.
 
     Args:
         root: the dataset folder exactly as shipped.
@@ -217,11 +217,9 @@ class FileDataModule(SegmentationDataModule):
         self.repeat_factor_threshold = repeat_factor_threshold
         self._train_sampler: RepeatFactorSampler | None = None
 
-    def make_dataset(
-        self, split: str, transform: Transform | None = None, strict: bool = True
-    ) -> FileSegmentation:
+    def make_dataset(self, split: str, transform: Transform) -> FileSegmentation:
         """The plain dataset of one of the publisher's splits (subclasses add their options)."""
-        return self.dataset_class(self.root, split, transform, strict=strict)
+        return self.dataset_class(self.root, split, transform)
 
     def build_dataset(self, split: str) -> Dataset:
         if split != "train":
