@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -64,6 +65,19 @@ def test_validation_batches_carry_the_train_ids_unchanged(tree):
     expected = np.stack([expected_train_ids(tree.raw_label(p.image), CITYSCAPES_TRAIN_IDS) for p in pairs])
     assert torch.equal(batch["label"], torch.as_tensor(expected).long())
     assert batch["image"].shape == (2, 3, HEIGHT, WIDTH)
+
+
+def test_augmentation_reproduces_per_seed_and_differs_across_ddp_ranks(tree):
+    def first_training_sample(seed: int, rank: int) -> torch.Tensor:
+        data = Cityscapes(str(tree.root), crop_size=32, num_workers=0)
+        data.trainer = SimpleNamespace(global_rank=rank)  # what Lightning attaches under DDP
+        torch.manual_seed(seed)  # as seed_everything does on every rank
+        data.setup("fit")
+        return data.datasets["train"][0]["image"]
+
+    assert torch.equal(first_training_sample(0, rank=0), first_training_sample(0, rank=0))
+    assert not torch.equal(first_training_sample(0, rank=0), first_training_sample(0, rank=1))
+    assert not torch.equal(first_training_sample(0, rank=0), first_training_sample(1, rank=0))
 
 
 def test_class_names_palette_and_the_inverse_map_for_submissions():

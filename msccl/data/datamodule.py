@@ -225,7 +225,9 @@ class FileDataModule(SegmentationDataModule):
         if split != "train":
             return self.make_dataset(self.test_split if split == "test" else split, eval_transform())
         transform = train_transform(self.crop_size, ignore_index=self.ignore_index, **self.augmentation)
-        seed_pipeline(transform, torch.initial_seed() % 2**32)  # workers reseed (seed_transform_in_worker)
+        # the run's seed (identical on every DDP rank) and the rank: ranks augment differently
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        seed_pipeline(transform, torch.initial_seed(), rank)  # workers reseed (seed_transform_in_worker)
         return self.make_dataset("train", transform)
 
     def setup(self, stage: str) -> None:

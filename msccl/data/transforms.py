@@ -165,27 +165,29 @@ def flip_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] =
     return A.Compose([A.HorizontalFlip(p=0.5), *_normalise(mean, std)])
 
 
-def seed_pipeline(transform: A.Compose, seed: int) -> None:
-    """Seed each step of an albumentations pipeline with its own random stream.
+def seed_pipeline(transform: A.Compose, *entropy: int) -> None:
+    """Seed each step of an albumentations pipeline with its own random stream, from `entropy` (e.g.
+    the run's seed and the process rank).
 
     `A.Compose(seed=...)` gives every step the *same* seed, so their draws coincide (two flips with
     p=0.5 always agree; the rescale factor is the crop's vertical position): spawn one stream per step.
     """
-    transform.set_random_seed(seed)
-    streams = np.random.SeedSequence(seed).spawn(len(transform.transforms))
-    for step, stream in zip(transform.transforms, streams, strict=True):
+    sequence = np.random.SeedSequence([value % 2**32 for value in entropy])
+    transform.set_random_seed(int(sequence.generate_state(1)[0]))  # kept as `transform.seed`
+    for step, stream in zip(transform.transforms, sequence.spawn(len(transform.transforms)), strict=True):
         step.set_random_seed(int(stream.generate_state(1)[0]))
 
 
 def seed_transform_in_worker(worker_id: int) -> None:
-    """DataLoader `worker_init_fn`: seed the dataset's albumentations pipeline with the worker's seed.
+    """DataLoader `worker_init_fn`: reseed the dataset's albumentations pipeline for this worker.
 
     albumentations 2 keeps its own random state, created in the main process: without this every worker
-    (and, without persistent workers, every epoch) would replay the same augmentations. The worker seed
-    is torch's (a base seed drawn per epoch from the main process's generator, plus the worker id), so
-    runs are reproducible under `seed_everything`.
+    (and, without persistent workers, every epoch) would replay the same augmentations. The new seed
+    mixes the pipeline's seed (run seed and rank, see `FileDataModule`) with torch's worker seed (a base
+    seed drawn per epoch from the main process's generator, plus the worker id): reproducible under
+    `seed_everything`, different in every worker, epoch and DDP rank.
     """
     info = torch.utils.data.get_worker_info()
     transform = getattr(info.dataset, "transform", None)
     if isinstance(transform, A.Compose):
-        seed_pipeline(transform, info.seed % 2**32)
+        seed_pipeline(transform, transform.seed or 0, info.seed)
