@@ -97,7 +97,9 @@ def _stand_in_contrastive(projected: list[torch.Tensor], label: torch.Tensor) ->
 
     Pulls every pixel's normalised embedding towards its class mean at each scale (labels downsampled
     nearest, ignore excluded), weighted [1.0, 0.7, 0.4, 0.1] as method.md A4. It only exercises the
-    plumbing (taps -> heads -> loss -> backward); swap in MSCSContrastiveLoss(num_classes) after the merge.
+    plumbing (taps -> heads -> loss -> backward). After the merge, in the test below use
+    `heads = ProjectionHeads([t.channels for t in net.taps])` and
+    `contrastive, _ = MSCSContrastiveLoss(NUM_CLASSES)(heads(out.taps), label)` (msccl.contrastive).
     """
     total = projected[0].new_zeros(())
     for weight, z in zip([1.0, 0.7, 0.4, 0.1], projected, strict=False):
