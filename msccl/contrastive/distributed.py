@@ -66,7 +66,7 @@ def _all_gather_rows(x: Tensor, counts: list[int]) -> Tensor:
     padded[: x.shape[0]] = x
     parts = [torch.empty_like(padded) for _ in counts]
     dist.all_gather(parts, padded)
-    return torch.cat([part[:n] for part, n in zip(parts, counts)])
+    return torch.cat([part[:n] for part, n in zip(parts, counts, strict=True)])
 
 
 class _GatherRows(torch.autograd.Function):

@@ -42,4 +42,4 @@ class ProjectionHeads(nn.ModuleList):
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self):
             raise ValueError(f"got {len(features)} feature maps for {len(self)} projection heads")
-        return [head(x) for head, x in zip(self, features)]
+        return [head(x) for head, x in zip(self, features, strict=True)]

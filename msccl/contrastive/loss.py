@@ -97,14 +97,18 @@ class MSCSContrastiveLoss(nn.Module):
         if min(min_views_per_class, max_views_per_class, max_features_total, block_size) < 1:
             raise ValueError("min/max views, max_features_total and block_size must be at least 1")
         if label_downsampling not in ("nearest", "majority"):
-            raise ValueError(f"label_downsampling must be 'nearest' or 'majority', got {label_downsampling!r}")
+            raise ValueError(
+                f"label_downsampling must be 'nearest' or 'majority', got {label_downsampling!r}"
+            )
         if budget not in ("per_device", "global"):
             raise ValueError(f"budget must be 'per_device' or 'global', got {budget!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature
         # method.md B5: the cross-scale temperature is honoured.
-        self.cross_scale_temperature = temperature if cross_scale_temperature is None else cross_scale_temperature
+        self.cross_scale_temperature = (
+            temperature if cross_scale_temperature is None else cross_scale_temperature
+        )
         self.scale_weights = None if scale_weights is None else [float(w) for w in scale_weights]
         self.cross_scale_weights = [float(w) for w in cross_scale_weights]
         self.cross_scale_pairs = [(int(a), int(c)) for a, c in cross_scale_pairs]
@@ -149,7 +153,7 @@ class MSCSContrastiveLoss(nn.Module):
         if not self.cross_scale:
             return []
         resolved: list[tuple[int, int, float]] = []
-        for (a, c), weight in zip(self.cross_scale_pairs, self.cross_scale_weights):
+        for (a, c), weight in zip(self.cross_scale_pairs, self.cross_scale_weights, strict=True):
             if not (-num_scales <= a < num_scales and -num_scales <= c < num_scales):
                 raise ValueError(f"cross-scale pair {(a, c)} is out of range for {num_scales} scales")
             a, c = a % num_scales, c % num_scales
@@ -187,7 +191,11 @@ class MSCSContrastiveLoss(nn.Module):
                 continue
             size = (x.shape[-2], x.shape[-1])
             scale_labels = downsample_labels(
-                labels, size, self.label_downsampling, num_classes=self.num_classes, ignore_index=self.ignore_index
+                labels,
+                size,
+                self.label_downsampling,
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
             )
             samples.append(
                 sample_class_balanced(
@@ -204,7 +212,9 @@ class MSCSContrastiveLoss(nn.Module):
             )
         return samples
 
-    def loss_from_samples(self, samples: Sequence[ClassBalancedSample | None]) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss_from_samples(
+        self, samples: Sequence[ClassBalancedSample | None]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """A4: weighted multi-scale and cross-scale terms from the samples of ``draw_samples``.
 
         The same samples serve both kinds of term (A2.6).
@@ -235,7 +245,9 @@ class MSCSContrastiveLoss(nn.Module):
             if self.detach_low_res:
                 zc = zc.detach()
             # A4: anchors from scale a (0 in the paper), contrast set from the lower-resolution scale c.
-            term = infonce(za, ya, zc, yc, temperature=self.cross_scale_temperature, block_size=self.block_size)
+            term = infonce(
+                za, ya, zc, yc, temperature=self.cross_scale_temperature, block_size=self.block_size
+            )
             terms[f"cs/s{a}-s{c}"] = term.detach()
             weighted.append(weight * term)
         if not weighted:
