@@ -60,3 +60,20 @@ def reference_total(
         terms[f"cs/s{a}-s{c}"] = reference_infonce(za, ya, zc, yc, cross_scale_temperature)
         total = total + weight * terms[f"cs/s{a}-s{c}"]
     return total, terms
+
+
+# A regime where sampling is deterministic.
+X = 255  # the ignore id
+# Two images of 4x4 cells in which every present (image, class) pair covers exactly 6 cells, so that at
+# every scale whose cells are whole pixels all present pairs have the same count: V is that count and
+# the sampler takes every pixel, so the loss does not depend on the random draw (A2.4, A2.5).
+EQUAL_CELLS = [
+    [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [X, X, X, X]],
+    [[2, 2, X, X], [2, 2, 1, 1], [2, 2, 1, 1], [X, X, 1, 1]],
+]
+
+
+def cell_labels(cells: list, cell_px: int = 4) -> torch.Tensor:
+    """Labels [B, 4 * cell_px, 4 * cell_px] from per-image 4x4 grids of class ids."""
+    grid = torch.tensor(cells)
+    return grid.repeat_interleave(cell_px, dim=1).repeat_interleave(cell_px, dim=2)

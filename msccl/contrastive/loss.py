@@ -150,8 +150,8 @@ class MSCSContrastiveLoss(nn.Module):
 
     def cross_scale_pairs_for(self, num_scales: int) -> list[tuple[int, int, float]]:
         """(anchor scale, contrast scale, weight) of every cross-scale term for ``num_scales`` scales."""
-        if not self.cross_scale:
-            return []
+        if not self.cross_scale or num_scales < 2:
+            return []  # a single scale has nothing to contrast across
         resolved: list[tuple[int, int, float]] = []
         for (a, c), weight in zip(self.cross_scale_pairs, self.cross_scale_weights, strict=True):
             if not (-num_scales <= a < num_scales and -num_scales <= c < num_scales):
@@ -228,7 +228,9 @@ class MSCSContrastiveLoss(nn.Module):
         for s, sample in enumerate(samples):
             if sample is None:
                 continue
-            z, y = sample.features.float(), sample.labels
+            # method.md B2: float32 from here on (float64 stays float64, for exact tests).
+            z = sample.features if sample.features.dtype == torch.float64 else sample.features.float()
+            y = sample.labels
             if gather:
                 z, y = gather_samples(z, y)  # method.md B6
             vectors[s] = (z, y)
