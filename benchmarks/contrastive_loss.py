@@ -8,8 +8,9 @@ channels, 19 classes, in two label regimes:
 
 Every (implementation, regime) runs in a fresh subprocess. Peak memory is the peak resident set size
 (Linux VmHWM, reset through /proc/self/clear_refs just before the first step) minus the resident set
-size at that moment, i.e. what one forward+backward adds on top of its inputs. Time is the mean
-wall-clock of ``--repeats`` forward+backward steps after that first one.
+size at that moment, i.e. what one forward+backward adds on top of its inputs (the feature-map
+gradients included). Time is the median wall-clock of ``--repeats`` forward+backward steps after that
+first one (the median resists bursts of load from other processes on a shared machine).
 
     .venv/bin/python benchmarks/contrastive_loss.py [--repeats 3] [--regimes typical cap-bound]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -89,14 +91,14 @@ def run_one(impl: str, regime: str, repeats: int) -> dict:
             loss, terms = loss_fn(features, labels)
             loss.backward()
             step.samples = [int(terms[f"samples/s{s}"]) for s in range(len(STRIDES))]
-            return float(loss)
+            return loss.item()
     else:
         baseline = LoopContrastiveLoss(num_classes=CLASSES)
 
         def step() -> float:
             loss = baseline(features, labels)
             loss.backward()
-            return float(loss)
+            return loss.item()
 
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
     rss_before = _rss_kib("VmRSS")
@@ -112,7 +114,7 @@ def run_one(impl: str, regime: str, repeats: int) -> dict:
         step()
         times.append(time.perf_counter() - t0)
     return {
-        "time_s": sum(times) / len(times) if times else first,
+        "time_s": statistics.median(times) if times else first,
         "peak_mib": peak / 1024,
         "loss": loss,
         "samples": getattr(step, "samples", None),
@@ -148,7 +150,7 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {BATCH}, "
         f"{SIZE}x{SIZE} input, "
         f"maps {', '.join(str(SIZE // s) for s in STRIDES)}, {CHANNELS} channels, {CLASSES} classes; "
-        f"mean of {args.repeats} forward+backward steps after a first one; peak memory = peak RSS (VmHWM) "
+        f"median of {args.repeats} forward+backward steps after a first one; peak memory = peak RSS (VmHWM) "
         "minus RSS before the first step, each configuration in a fresh process"
     )
     header = (

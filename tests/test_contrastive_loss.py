@@ -135,7 +135,7 @@ def test_cross_scale_temperature_is_honoured():
     _, default = MSCSContrastiveLoss(num_classes=3)(features, labels)
     _, warmer = MSCSContrastiveLoss(num_classes=3, cross_scale_temperature=0.5)(features, labels)
     for key in ("ms/s0", "ms/s1", "ms/s2"):
-        assert warmer[key] == default[key]
+        torch.testing.assert_close(warmer[key], default[key], rtol=1e-12, atol=1e-12)
     vectors = [all_present_pixels(f, labels, 3) for f in features]
     for a, c in ((0, 2), (0, 1)):
         key = f"cs/s{a}-s{c}"
@@ -291,8 +291,10 @@ def test_detach_low_res_stops_only_the_cross_scale_gradient(detach):
 def test_global_budget_without_distributed_is_per_device():
     labels = cell_labels(EQUAL_CELLS)
     features = random_features(2, 4, (8, 4, 4))
-    per_device, _ = MSCSContrastiveLoss(num_classes=3)(features, labels)
-    global_budget, _ = MSCSContrastiveLoss(num_classes=3, budget="global")(features, labels)
+    per_device, _ = MSCSContrastiveLoss(num_classes=3)(features, labels, torch.Generator().manual_seed(0))
+    global_budget, _ = MSCSContrastiveLoss(num_classes=3, budget="global")(
+        features, labels, torch.Generator().manual_seed(0)
+    )
     assert per_device.item() == global_budget.item()
 
 

@@ -7,15 +7,22 @@ S_i = sum_{n in Neg(i)} exp(l_in):
     L_i      = -(1 / |P(i)|) sum_{p in P(i)} log p_ip          (0 when P(i) is empty)
     loss     = mean of L_i over all anchors
 
-Only the one positive p is in each denominator (this is not SupCon). The implementation (method.md B2,
-B8) works in float32 (float64 inputs stay float64, for gradcheck) with autocast disabled, computes log
-S_i with a log-sum-exp over the negatives, and walks the anchors in row blocks so that memory is
-O(block_size * N_contrast) instead of O(N_anchors * N_contrast). Because the loss is a scalar, the
-gradient w.r.t. the normalised vectors is computed in the same pass as the value, from the same logits
-block, and stored ([N, D], not N x N); backward only scales it. This avoids both storing N x N
-intermediates and recomputing the logits, and every element of a block is visited by a few in-place
-passes only. Both sets are sorted by label internally so that each anchor's positives form one
-contiguous column range: the positive-only work touches that range, not the whole row.
+Only the one positive p is in each denominator (this is not SupCon).
+
+How it is computed (method.md B2, B8):
+
+- float32 with autocast disabled, whatever the input precision (float64 stays float64, for gradcheck);
+  log S_i is a log-sum-exp over the negatives;
+- anchors are walked in row blocks, so memory is O(block_size x N_contrast), never N x N;
+- the loss is a scalar, so its gradient w.r.t. the normalised vectors is computed in the same blocked
+  pass as the value, from the same logits, and stored ([N, D]); backward only scales it by the incoming
+  gradient. Nothing N x N is stored and no logits are recomputed in backward (double backward is not
+  supported);
+- both sets are sorted by label, so a block's positives lie in one contiguous column window: label
+  masks and the positive-only work touch that window, not the whole row;
+- a set against itself (the multi-scale term) visits only the upper triangle of z z^T: each logits
+  block serves both its rows and its columns (G + G^T), which needs two matrix products per element
+  instead of three.
 """
 
 from __future__ import annotations
@@ -133,34 +140,31 @@ def _loss_and_grads(
         zeros_a = torch.zeros_like(za) if need_a else None
         return za.new_zeros(()), zeros_a, None if same or not need_c else torch.zeros_like(zc)
 
-    # Sort both sets by label: an anchor's positives are then one contiguous column range, and row blocks
-    # hold a single class each, so no label mask is ever built.
-    ya_sorted, perm_a = torch.sort(ya.long())
-    za_sorted = za[perm_a]
-    runs = [torch.unique_consecutive(ya_sorted, return_counts=True)]
-    if not same:
-        yc_sorted, perm_c = torch.sort(yc.long())
-        zc_sorted = zc[perm_c]
-        runs.append(torch.unique_consecutive(yc_sorted, return_counts=True))
-    # The one host synchronisation of this term: the class runs of the sorted labels.
-    host = [torch.cat(run).tolist() for run in runs]
-    anchor_runs = _class_ranges(host[0])
-    contrast_runs = anchor_runs if same else _class_ranges(host[-1])
+    # Sort both sets by label: the columns sharing an anchor's label are then [first_i, last_i).
+    ya, perm_a = torch.sort(ya.long())
+    za = za[perm_a]
+    if same:
+        yc, perm_c, zc = ya, perm_a, za
+    else:
+        yc, perm_c = torch.sort(yc.long())
+        zc = zc[perm_c]
+    first = torch.searchsorted(yc, ya, side="left")
+    last = torch.searchsorted(yc, ya, side="right")
+    # A3: |P(i)| excludes the anchor itself when both sets are the same; anchors without a positive get
+    # weight 0 but still count in the mean through the 1 / n_a.
+    num_pos = last - first - int(same)
+    weight = torch.where(num_pos > 0, 1.0 / (n_a * num_pos.clamp_min(1)).to(za.dtype), 0.0)
+
+    starts = list(range(0, n_a, block_size))
+    ends = starts[1:] + [n_a]
+    # The one host synchronisation of this term: the column window of every row block.
+    window_first, window_last = torch.stack([first[starts], last[[e - 1 for e in ends]]]).tolist()
+    blocks = list(zip(starts, ends, window_first, window_last, strict=True))
 
     if same and inv_tau <= _UNSHIFTED_MAX_INV_TAU:
-        loss, grad = _intra_symmetric(za_sorted, anchor_runs, inv_tau, block_size, need_a)
+        loss, grad = _intra_symmetric(za, ya, weight, blocks, inv_tau, need_a)
         return loss, _unsort(grad, perm_a), None
-    loss, grad_a, grad_c = _one_pass(
-        za_sorted,
-        za_sorted if same else zc_sorted,
-        anchor_runs,
-        contrast_runs,
-        same,
-        inv_tau,
-        block_size,
-        need_a,
-        need_c,
-    )
+    loss, grad_a, grad_c = _one_pass(za, ya, zc, yc, weight, blocks, same, inv_tau, need_a, need_c)
     if same:
         return loss, _unsort(None if grad_a is None else grad_a + grad_c, perm_a), None
     return loss, _unsort(grad_a, perm_a), _unsort(grad_c, perm_c)
@@ -168,28 +172,11 @@ def _loss_and_grads(
 
 # Up to this 1/tau, exp(l) with |l| <= 1/tau (unit vectors) can neither overflow nor underflow float32,
 # even summed over 10^6 terms (e^60 * 10^6 < 3.4e38 and e^-60 > 1.2e-38): log S_i = log sum exp(l_in)
-# is then exact without a max-shift, and one exp of a logits block serves every row and column. Smaller
-# temperatures take the shifted log-sum-exp path (method.md B2).
+# is then exact without a max-shift, and one exp of a logits block serves its rows and its columns.
+# Smaller temperatures take the max-shifted log-sum-exp of _one_pass (method.md B2).
 _UNSHIFTED_MAX_INV_TAU = 60.0
 
-
-def _class_ranges(classes_then_counts: list[int]) -> dict[int, tuple[int, int]]:
-    """{class: (start, end)} of a sorted label vector from unique_consecutive's classes and counts."""
-    half = len(classes_then_counts) // 2
-    ranges, start = {}, 0
-    for cls, count in zip(classes_then_counts[:half], classes_then_counts[half:], strict=True):
-        ranges[cls] = (start, start + count)
-        start += count
-    return ranges
-
-
-def _row_blocks(runs: dict[int, tuple[int, int]], block_size: int) -> list[tuple[int, int, int]]:
-    """(class, first row, end row) blocks of at most block_size rows, each inside one class run."""
-    return [
-        (cls, r0, min(r0 + block_size, end))
-        for cls, (start, end) in runs.items()
-        for r0 in range(start, end, block_size)
-    ]
+Block = tuple[int, int, int, int]  # rows [r0, r1); columns [c0, c1) may share a label with those rows
 
 
 def _unsort(grad: Tensor | None, perm: Tensor) -> Tensor | None:
@@ -198,37 +185,39 @@ def _unsort(grad: Tensor | None, perm: Tensor) -> Tensor | None:
 
 def _one_pass(
     za: Tensor,
+    ya: Tensor,
     zc: Tensor,
-    anchor_runs: dict[int, tuple[int, int]],
-    contrast_runs: dict[int, tuple[int, int]],
+    yc: Tensor,
+    weight: Tensor,
+    blocks: list[Block],
     same: bool,
     inv_tau: float,
-    block_size: int,
     need_a: bool,
     need_c: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Anchor row blocks against the whole (sorted) contrast set: value and gradients in one pass.
+    """Anchor row blocks against the whole sorted contrast set: value and gradients in one pass.
 
-    With ``same`` the two sets are one and the same sorted set; the diagonal is the self-similarity.
+    With ``same`` the two sets are one and the same sorted set and the anchor itself is excluded.
     """
-    n_a, n_c = za.shape[0], zc.shape[0]
+    n_c = zc.shape[0]
     shifted = inv_tau > _UNSHIFTED_MAX_INV_TAU
-    tiny = torch.finfo(za.dtype).min
     scaled = za * inv_tau
     loss = za.new_zeros(())
     grad_a = torch.zeros_like(za) if need_a else None
     grad_c = torch.zeros_like(zc) if need_c else None
-    buffer = za.new_empty(min(block_size, n_a), n_c)
-    for cls, r0, r1 in _row_blocks(anchor_runs, block_size):
-        c0, c1 = contrast_runs.get(cls, (0, 0))  # the columns sharing the block's label
-        num_pos = c1 - c0 - int(same)
-        if num_pos <= 0:
-            continue  # A3: no positive -> L_i = 0 (still counted in the mean through 1 / n_a)
-        weight = 1.0 / (n_a * num_pos)
+    buffer = za.new_empty(blocks[0][1] - blocks[0][0], n_c)
+    for r0, r1, c0, c1 in blocks:
         logits = torch.mm(scaled[r0:r1], zc.T, out=buffer[: r1 - r0])
-        margin = logits[:, c0:c1].clone()
-        # Same-label entries are not negatives; the rest of the row is Neg(i).
-        logits[:, c0:c1] = float("-inf")
+        window = logits[:, c0:c1]
+        same_label = ya[r0:r1, None] == yc[None, c0:c1]
+        positive = same_label
+        if same:
+            positive = same_label & (
+                torch.arange(r0, r1, device=za.device)[:, None] != torch.arange(c0, c1)[None]
+            )
+        # Non-positives get margin +inf: logsigmoid(inf) = 0 and 1 - sigmoid(inf) = 0 drop them below.
+        margin = window.masked_fill(~positive, float("inf"))
+        window.masked_fill_(same_label, float("-inf"))  # what is left in the row is Neg(i)
         if shifted:
             row_max = logits.amax(dim=1, keepdim=True).nan_to_num_(neginf=0.0)
             logits.sub_(row_max)
@@ -238,17 +227,16 @@ def _one_pass(
         if shifted:
             log_sum_neg += row_max
         # No negative at all: log S = -inf, clamped so that p_ip = 1 without inf - inf.
-        margin.sub_(log_sum_neg.clamp_min_(tiny))  # log p_ip = logsigmoid(l_ip - log S_i)
-        if same:
-            margin.diagonal(r0 - c0).fill_(float("inf"))  # the anchor itself: p = 1, contributes nothing
-        loss -= weight * F.logsigmoid(margin).sum()
+        margin.sub_(log_sum_neg.clamp_min_(torch.finfo(za.dtype).min))  # log p_ip = logsigmoid(margin)
+        w = weight[r0:r1, None]
+        loss -= (w * F.logsigmoid(margin)).sum()
         if grad_a is None and grad_c is None:
             continue
-        # dL/dl_ip = -w (1 - p_ip); dL/dl_in = w sum_p (1 - p_ip) exp(l_in) / S_i; and l = <za, zc> / tau.
+        # dL/dl_ip = -w_i (1 - p_ip);  dL/dl_in = w_i sum_p (1 - p_ip) exp(l_in) / S_i;  l = <za, zc> / tau.
         one_minus_p = torch.sigmoid(margin.neg_())
-        coef = torch.where(sum_neg > 0, one_minus_p.sum(dim=1, keepdim=True) / sum_neg, 0.0)
-        grad_logits = exp_neg.mul_(coef * (weight * inv_tau))
-        grad_logits[:, c0:c1] = one_minus_p.mul_(-weight * inv_tau)
+        coef = torch.where(sum_neg > 0, w * one_minus_p.sum(dim=1, keepdim=True) / sum_neg, 0.0)
+        grad_logits = exp_neg.mul_(coef * inv_tau)
+        grad_logits[:, c0:c1].sub_(one_minus_p.mul_(w * inv_tau))
         if grad_a is not None:
             torch.mm(grad_logits, zc, out=grad_a[r0:r1])
         if grad_c is not None:
@@ -257,77 +245,68 @@ def _one_pass(
 
 
 def _intra_symmetric(
-    z: Tensor, runs: dict[int, tuple[int, int]], inv_tau: float, block_size: int, need_grad: bool
+    z: Tensor, y: Tensor, weight: Tensor, blocks: list[Block], inv_tau: float, need_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """A set against itself (the multi-scale term), visiting only the upper triangle of z z^T (B8).
+    """A sorted set against itself (the multi-scale term), visiting only the upper triangle of z z^T.
 
-    With G = dL/dl, the gradient is (G + G^T) z / tau, and both G_ij and G_ji are functions of the same
-    l_ij = l_ji: every block of the upper triangle is computed once per pass and serves both its rows
-    and its columns. Pass 1 sums exp over the negatives (S_i); pass 2 scores the positives (loss, and
-    U_i = sum_p (1 - p_ip)), pass 3 sends the negatives' gradient. Sorted by class, a row block's
-    positives are the rest of its class run and its later negatives are everything after the run.
+    With G = dL/dl the gradient is (G + G^T) z / tau, and G_ij, G_ji are both functions of l_ij = l_ji:
+    the block (rows [r0, r1), columns [r0, n)) of the upper triangle serves its rows and, for columns
+    past r1, its columns too; inside the diagonal block (columns [r0, r1)) both orders are present.
+    Pass 1 sums exp over the negatives (S_i); pass 2 scores the positives, all in the columns
+    [r0, c1) where c1 ends the class of the block's last row (loss, U_i = sum_p (1 - p_ip)); pass 3
+    sends the negatives' gradient, dL/dl_in = a_i exp(l_in) with a_i = w_i U_i / S_i.
     """
     n = z.shape[0]
-    tiny = torch.finfo(z.dtype).min
     scaled = z * inv_tau
-    blocks = _row_blocks(runs, block_size)
-    buffer = z.new_empty(min(block_size, n), n)
+    buffer = z.new_empty(blocks[0][1] - blocks[0][0], n)
 
-    # Pass 1: S_i = sum over Neg(i) of exp(l_in), from the blocks (row block, later classes).
+    def exp_negatives(r0: int, r1: int, c1: int) -> Tensor:
+        """exp(l) of rows [r0, r1) and columns [r0, n), zero where the labels agree (self included)."""
+        exp_block = torch.mm(scaled[r0:r1], z[r0:].T, out=buffer[: r1 - r0, : n - r0]).exp_()
+        exp_block[:, : c1 - r0].masked_fill_(y[r0:r1, None] == y[None, r0:c1], 0.0)
+        return exp_block
+
     sum_neg = z.new_zeros(n)
-    for cls, r0, r1 in blocks:
-        c1 = runs[cls][1]
-        if c1 == n:
-            continue
-        exp_block = torch.mm(scaled[r0:r1], z[c1:].T, out=buffer[: r1 - r0, : n - c1]).exp_()
+    for r0, r1, _, c1 in blocks:
+        exp_block = exp_negatives(r0, r1, c1)
         sum_neg[r0:r1] += exp_block.sum(dim=1)
-        sum_neg[c1:] += exp_block.sum(dim=0)
-    log_sum_neg = sum_neg.log().clamp_min_(tiny)  # no negative: p_ip = 1 (see _one_pass)
+        sum_neg[r1:] += exp_block[:, r1 - r0 :].sum(dim=0)
+    log_sum_neg = sum_neg.log().clamp_min_(torch.finfo(z.dtype).min)  # no negative: p_ip = 1
 
-    # Pass 2: the positives, from the blocks (row block, the rest of its class run); the first r1 - r0
-    # columns are the diagonal block, where (i, j) and (j, i) are both present and the self is excluded.
     loss = z.new_zeros(())
     grad = torch.zeros_like(z) if need_grad else None
-    weight = z.new_zeros(n)  # w_i = 1 / (n |P(i)|)
     sum_one_minus_p = z.new_zeros(n)
-    for cls, r0, r1 in blocks:
-        c0, c1 = runs[cls]
-        if c1 - c0 < 2:
-            continue  # a single sample of its class: no positive, L_i = 0
-        w = 1.0 / (n * (c1 - c0 - 1))
-        weight[r0:r1] = w
+    for r0, r1, _, c1 in blocks:
         rows = r1 - r0
         logits = torch.mm(scaled[r0:r1], z[r0:c1].T, out=buffer[:rows, : c1 - r0])
-        margin_row = logits - log_sum_neg[r0:r1, None]  # log p_ij seen from anchor i (row)
-        margin_row.diagonal().fill_(float("inf"))
-        margin_col = logits[:, rows:].sub_(log_sum_neg[None, r1:c1])  # log p_ji seen from anchor j
-        loss -= w * (F.logsigmoid(margin_row).sum() + F.logsigmoid(margin_col).sum())
+        not_positive = y[r0:r1, None] != y[None, r0:c1]
+        not_positive[:, :rows].fill_diagonal_(True)  # the anchor itself
+        # margins log p_ij seen from the row anchor i, and (past the diagonal block) from the column j
+        margin_row = logits.masked_fill(not_positive, float("inf")).sub_(log_sum_neg[r0:r1, None])
+        margin_col = logits[:, rows:].masked_fill_(not_positive[:, rows:], float("inf"))
+        margin_col.sub_(log_sum_neg[None, r1:c1])
+        w_row, w_col = weight[r0:r1, None], weight[None, r1:c1]
+        loss -= (w_row * F.logsigmoid(margin_row)).sum() + (w_col * F.logsigmoid(margin_col)).sum()
         if grad is None:
             continue
         sym = torch.sigmoid(margin_row.neg_())  # 1 - p_ij
         sum_one_minus_p[r0:r1] += sym.sum(dim=1)
+        sym.mul_(w_row)
         diagonal = sym[:, :rows]
         diagonal += diagonal.T.clone()  # G + G^T inside the diagonal block
-        if c1 > r1:
-            col = torch.sigmoid(margin_col.neg_())  # 1 - p_ji
-            sum_one_minus_p[r1:c1] += col.sum(dim=0)
-            sym[:, rows:] += col
-        sym *= -w * inv_tau
+        col = torch.sigmoid(margin_col.neg_())  # 1 - p_ji
+        sum_one_minus_p[r1:c1] += col.sum(dim=0)
+        sym[:, rows:] += col.mul_(w_col)
+        sym *= -inv_tau
         grad[r0:r1].addmm_(sym, z[r0:c1])
-        if c1 > r1:
-            grad[r1:c1].addmm_(sym[:, rows:].T, z[r0:r1])
+        grad[r1:c1].addmm_(sym[:, rows:].T, z[r0:r1])
     if grad is None:
         return loss, None
 
-    # Pass 3: negatives. dL/dl_in = a_i exp(l_in) with a_i = w_i U_i / S_i,
-    # so (G + G^T)_in = (a_i + a_n) exp(l_in).
     coef = torch.where(sum_neg > 0, weight * sum_one_minus_p / sum_neg, 0.0) * inv_tau
-    for cls, r0, r1 in blocks:
-        c1 = runs[cls][1]
-        if c1 == n:
-            continue
-        exp_block = torch.mm(scaled[r0:r1], z[c1:].T, out=buffer[: r1 - r0, : n - c1]).exp_()
-        exp_block.mul_(coef[r0:r1, None] + coef[None, c1:])
-        grad[r0:r1].addmm_(exp_block, z[c1:])
-        grad[c1:].addmm_(exp_block.T, z[r0:r1])
+    for r0, r1, _, c1 in blocks:
+        exp_block = exp_negatives(r0, r1, c1)
+        exp_block.mul_(coef[r0:r1, None] + coef[None, r0:])  # (G + G^T)_in = (a_i + a_n) exp(l_in)
+        grad[r0:r1].addmm_(exp_block, z[r0:])
+        grad[r1:].addmm_(exp_block[:, r1 - r0 :].T, z[r0:r1])
     return loss, grad
