@@ -52,6 +52,28 @@ def test_cross_sets_match_reference(temperature, block_size):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def test_every_row_block_plan_matches_reference():
+    # Class runs of very different lengths, so that block sizes 1..10 give every kind of block: chunks
+    # of a long run, several short runs packed together, a short run packed after a chunk.
+    g = torch.Generator().manual_seed(11)
+    y = torch.repeat_interleave(torch.arange(5), torch.tensor([1, 2, 7, 3, 9]))[
+        torch.randperm(22, generator=g)
+    ]
+    z = torch.randn(22, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    zc = torch.randn(15, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    yc = torch.repeat_interleave(torch.tensor([0, 2, 3, 4, 6]), torch.tensor([3, 1, 6, 4, 1]))
+    ref_same, g_same = value_and_grads(lambda t: reference_infonce(t, y, None, None, 0.1), [z])
+    ref_cross, g_cross = value_and_grads(lambda a, c: reference_infonce(a, y, c, yc, 0.1), [z, zc])
+    for block_size in range(1, 11):
+        got, g_got = value_and_grads(lambda t, bs=block_size: infonce(t, y, block_size=bs), [z])
+        torch.testing.assert_close(got, ref_same, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_got[0], g_same[0], rtol=1e-10, atol=1e-12)
+        got, g_got = value_and_grads(lambda a, c, bs=block_size: infonce(a, y, c, yc, block_size=bs), [z, zc])
+        torch.testing.assert_close(got, ref_cross, rtol=1e-12, atol=1e-12)
+        for a, b in zip(g_got, g_cross, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_only_one_positive_is_in_each_denominator():
     # Two anchors of class 0 identical to each other and one negative: the per-positive InfoNCE gives
     # log p = l - log(e^l + e^l_n) for the single positive; SupCon would put both terms in the softmax.

@@ -27,6 +27,7 @@ How it is computed (method.md B2, B8):
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 import torch
@@ -155,11 +156,11 @@ def _loss_and_grads(
     num_pos = last - first - int(same)
     weight = torch.where(num_pos > 0, 1.0 / (n_a * num_pos.clamp_min(1)).to(za.dtype), 0.0)
 
-    starts = list(range(0, n_a, block_size))
-    ends = starts[1:] + [n_a]
-    # The one host synchronisation of this term: the column window of every row block.
-    window_first, window_last = torch.stack([first[starts], last[[e - 1 for e in ends]]]).tolist()
-    blocks = list(zip(starts, ends, window_first, window_last, strict=True))
+    # The one host synchronisation of this term: the sorted labels, to plan the row blocks.
+    host = (ya if same else torch.cat([ya, yc])).cpu()
+    anchor_runs = _class_runs(host[:n_a])
+    contrast_runs = anchor_runs if same else _class_runs(host[n_a:])
+    blocks = _row_blocks(anchor_runs, contrast_runs, block_size)
 
     if same and inv_tau <= _UNSHIFTED_MAX_INV_TAU:
         loss, grad = _intra_symmetric(za, ya, weight, blocks, inv_tau, need_a)
@@ -176,7 +177,42 @@ def _loss_and_grads(
 # Smaller temperatures take the max-shifted log-sum-exp of _one_pass (method.md B2).
 _UNSHIFTED_MAX_INV_TAU = 60.0
 
-Block = tuple[int, int, int, int]  # rows [r0, r1); columns [c0, c1) may share a label with those rows
+# Rows [r0, r1); columns [c0, c1) are those sharing a label with some of these rows; single_class: all rows
+# have one label.
+Block = tuple[int, int, int, int, bool]
+
+
+def _class_runs(sorted_labels: Tensor) -> dict[int, tuple[int, int]]:
+    """{class: (start, end)} of a sorted label vector on the host."""
+    classes, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    return {c: (e - n, e) for c, n, e in zip(classes.tolist(), counts.tolist(), ends, strict=True)}
+
+
+def _row_blocks(
+    anchor_runs: dict[int, tuple[int, int]], contrast_runs: dict[int, tuple[int, int]], block_size: int
+) -> list[Block]:
+    """Row blocks of at most block_size rows over the sorted anchors.
+
+    A long class run is cut into chunks of its own: their same-label columns are one window holding no
+    negative at all. Short runs are packed whole, several to a block, so that many small classes make
+    few blocks (few operations).
+    """
+    spans: list[list[int]] = []  # [r0, r1, first class, last class]
+    for cls, (start, end) in anchor_runs.items():
+        if end - start >= block_size:
+            spans += [[r0, min(r0 + block_size, end), cls, cls] for r0 in range(start, end, block_size)]
+        elif spans and end - spans[-1][0] <= block_size:
+            spans[-1][1], spans[-1][3] = end, cls
+        else:
+            spans.append([start, end, cls, cls])
+    classes = list(contrast_runs)  # ascending
+    blocks = []
+    for r0, r1, first_cls, last_cls in spans:
+        lo, hi = bisect.bisect_left(classes, first_cls), bisect.bisect_right(classes, last_cls)
+        c0, c1 = (contrast_runs[classes[lo]][0], contrast_runs[classes[hi - 1]][1]) if lo < hi else (0, 0)
+        blocks.append((r0, r1, c0, c1, first_cls == last_cls))
+    return blocks
 
 
 def _unsort(grad: Tensor | None, perm: Tensor) -> Tensor | None:
@@ -205,8 +241,8 @@ def _one_pass(
     loss = za.new_zeros(())
     grad_a = torch.zeros_like(za) if need_a else None
     grad_c = torch.zeros_like(zc) if need_c else None
-    buffer = za.new_empty(blocks[0][1] - blocks[0][0], n_c)
-    for r0, r1, c0, c1 in blocks:
+    buffer = za.new_empty(max(r1 - r0 for r0, r1, *_ in blocks), n_c)
+    for r0, r1, c0, c1, _ in blocks:
         logits = torch.mm(scaled[r0:r1], zc.T, out=buffer[: r1 - r0])
         window = logits[:, c0:c1]
         same_label = ya[r0:r1, None] == yc[None, c0:c1]
@@ -254,29 +290,35 @@ def _intra_symmetric(
     past r1, its columns too; inside the diagonal block (columns [r0, r1)) both orders are present.
     Pass 1 sums exp over the negatives (S_i); pass 2 scores the positives, all in the columns
     [r0, c1) where c1 ends the class of the block's last row (loss, U_i = sum_p (1 - p_ip)); pass 3
-    sends the negatives' gradient, dL/dl_in = a_i exp(l_in) with a_i = w_i U_i / S_i.
+    sends the negatives' gradient, dL/dl_in = a_i exp(l_in) with a_i = w_i U_i / S_i. Passes 1 and 3
+    skip the same-label window of single-class blocks, pass 2 visits nothing but that window.
     """
     n = z.shape[0]
     scaled = z * inv_tau
-    buffer = z.new_empty(blocks[0][1] - blocks[0][0], n)
+    buffer = z.new_empty(max(r1 - r0 for r0, r1, *_ in blocks), n)
 
-    def exp_negatives(r0: int, r1: int, c1: int) -> Tensor:
-        """exp(l) of rows [r0, r1) and columns [r0, n), zero where the labels agree (self included)."""
-        exp_block = torch.mm(scaled[r0:r1], z[r0:].T, out=buffer[: r1 - r0, : n - r0]).exp_()
-        exp_block[:, : c1 - r0].masked_fill_(y[r0:r1, None] == y[None, r0:c1], 0.0)
-        return exp_block
+    def exp_negatives(r0: int, r1: int, c1: int, single_class: bool) -> tuple[int, Tensor]:
+        """(s, exp(l)) of rows [r0, r1) and columns [s, n), zero where the labels agree (self included).
+
+        For a single-class block every column before c1 shares its label: the negatives start at c1.
+        """
+        s = c1 if single_class else r0
+        exp_block = torch.mm(scaled[r0:r1], z[s:].T, out=buffer[: r1 - r0, : n - s]).exp_()
+        exp_block[:, : c1 - s].masked_fill_(y[r0:r1, None] == y[None, s:c1], 0.0)
+        return s, exp_block
 
     sum_neg = z.new_zeros(n)
-    for r0, r1, _, c1 in blocks:
-        exp_block = exp_negatives(r0, r1, c1)
+    for r0, r1, _, c1, single_class in blocks:
+        s, exp_block = exp_negatives(r0, r1, c1, single_class)
         sum_neg[r0:r1] += exp_block.sum(dim=1)
-        sum_neg[r1:] += exp_block[:, r1 - r0 :].sum(dim=0)
+        past = max(s, r1)  # columns past the diagonal block also get their (column) share
+        sum_neg[past:] += exp_block[:, past - s :].sum(dim=0)
     log_sum_neg = sum_neg.log().clamp_min_(torch.finfo(z.dtype).min)  # no negative: p_ip = 1
 
     loss = z.new_zeros(())
     grad = torch.zeros_like(z) if need_grad else None
     sum_one_minus_p = z.new_zeros(n)
-    for r0, r1, _, c1 in blocks:
+    for r0, r1, _, c1, _ in blocks:
         rows = r1 - r0
         logits = torch.mm(scaled[r0:r1], z[r0:c1].T, out=buffer[:rows, : c1 - r0])
         not_positive = y[r0:r1, None] != y[None, r0:c1]
@@ -304,9 +346,10 @@ def _intra_symmetric(
         return loss, None
 
     coef = torch.where(sum_neg > 0, weight * sum_one_minus_p / sum_neg, 0.0) * inv_tau
-    for r0, r1, _, c1 in blocks:
-        exp_block = exp_negatives(r0, r1, c1)
-        exp_block.mul_(coef[r0:r1, None] + coef[None, r0:])  # (G + G^T)_in = (a_i + a_n) exp(l_in)
-        grad[r0:r1].addmm_(exp_block, z[r0:])
-        grad[r1:].addmm_(exp_block[:, r1 - r0 :].T, z[r0:r1])
+    for r0, r1, _, c1, single_class in blocks:
+        s, exp_block = exp_negatives(r0, r1, c1, single_class)
+        exp_block.mul_(coef[r0:r1, None] + coef[None, s:])  # (G + G^T)_in = (a_i + a_n) exp(l_in)
+        grad[r0:r1].addmm_(exp_block, z[s:])
+        past = max(s, r1)
+        grad[past:].addmm_(exp_block[:, past - s :].T, z[r0:r1])
     return loss, grad
