@@ -248,9 +248,8 @@ def _one_pass(
         same_label = ya[r0:r1, None] == yc[None, c0:c1]
         positive = same_label
         if same:
-            positive = same_label & (
-                torch.arange(r0, r1, device=za.device)[:, None] != torch.arange(c0, c1)[None]
-            )
+            positive = same_label.clone()
+            positive.diagonal(r0 - c0).fill_(False)  # the anchor itself, at column r0 + i
         # Non-positives get margin +inf: logsigmoid(inf) = 0 and 1 - sigmoid(inf) = 0 drop them below.
         margin = window.masked_fill(~positive, float("inf"))
         window.masked_fill_(same_label, float("-inf"))  # what is left in the row is Neg(i)

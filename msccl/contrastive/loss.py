@@ -180,6 +180,8 @@ class MSCSContrastiveLoss(nn.Module):
                     f"{labels.shape[0]} like the labels"
                 )
         check_labels(labels, self.num_classes, self.ignore_index)
+        if self.multi_scale:
+            self.scale_weights_for(num_scales)  # fail before sampling on a weight list of the wrong length
         used = set(range(num_scales)) if self.multi_scale else set()
         for a, c, _ in self.cross_scale_pairs_for(num_scales):
             used |= {a, c}
