@@ -9,10 +9,12 @@ channels, 19 classes, in two label regimes:
 Every (implementation, regime) runs in a fresh subprocess. Peak memory is the peak resident set size
 (Linux VmHWM, reset through /proc/self/clear_refs just before the first step) minus the resident set
 size at that moment, i.e. what one forward+backward adds on top of its inputs (the feature-map
-gradients included). Time is the median wall-clock of ``--repeats`` forward+backward steps after that
-first one (the median resists bursts of load from other processes on a shared machine).
+gradients included). Times are medians over ``--repeats`` forward+backward steps after that first one,
+as wall-clock and as process CPU time; the table states the machine's load average, since other
+processes on a shared machine slow both down (with several threads, CPU time counts spin-waits too:
+``--threads 1`` gives the most load-robust CPU-time comparison).
 
-    .venv/bin/python benchmarks/contrastive_loss.py [--repeats 3] [--regimes typical cap-bound]
+    .venv/bin/python benchmarks/contrastive_loss.py [--repeats 3] [--regimes typical cap-bound] [--threads N]
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def run_one(impl: str, regime: str, repeats: int) -> dict:
+def run_one(impl: str, regime: str, repeats: int, threads: int | None) -> dict:
     """One configuration, in this (fresh) process."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -81,16 +83,19 @@ def run_one(impl: str, regime: str, repeats: int) -> dict:
 
     from msccl.contrastive import MSCSContrastiveLoss
 
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     labels = make_labels(regime)
     features = make_features()
+    samples: list[int] = []
     if impl == "msccl":
         loss_fn = MSCSContrastiveLoss(num_classes=CLASSES)
 
         def step() -> float:
             loss, terms = loss_fn(features, labels)
             loss.backward()
-            step.samples = [int(terms[f"samples/s{s}"]) for s in range(len(STRIDES))]
+            samples[:] = [int(terms[f"samples/s{s}"]) for s in range(len(STRIDES))]
             return loss.item()
     else:
         baseline = LoopContrastiveLoss(num_classes=CLASSES)
@@ -102,22 +107,22 @@ def run_one(impl: str, regime: str, repeats: int) -> dict:
 
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak RSS to the current RSS
     rss_before = _rss_kib("VmRSS")
-    t0 = time.perf_counter()
     loss = step()
-    first = time.perf_counter() - t0
     peak = _rss_kib("VmHWM") - rss_before
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         for x in features:
             x.grad = None
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - t0)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     return {
-        "time_s": statistics.median(times) if times else first,
+        "wall_s": statistics.median(wall),
+        "cpu_s": statistics.median(cpu),
         "peak_mib": peak / 1024,
         "loss": loss,
-        "samples": getattr(step, "samples", None),
+        "samples": samples,
     }
 
 
@@ -127,48 +132,74 @@ def main() -> None:
     parser.add_argument(
         "--regimes", nargs="+", default=["typical", "cap-bound"], choices=["typical", "cap-bound"]
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "REGIME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if args.child:
-        print(json.dumps(run_one(args.child[0], args.child[1], args.repeats)))
+        print(json.dumps(run_one(args.child[0], args.child[1], args.repeats, args.threads)))
         return
 
+    load_before = os.getloadavg()[0]
     results = {}
     for regime in args.regimes:
         for impl in ("baseline", "msccl"):
+            command = [sys.executable, __file__, "--child", impl, regime, "--repeats", str(args.repeats)]
+            if args.threads:
+                command += ["--threads", str(args.threads)]
             out = subprocess.run(
-                [sys.executable, __file__, "--child", impl, regime, "--repeats", str(args.repeats)],
+                command,
                 check=True,
                 capture_output=True,
                 text=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
             results[regime, impl] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"  done: {regime:9s} {impl:8s} {results[regime, impl]['time_s']:.3f} s", file=sys.stderr)
+            print(f"  done: {regime:9s} {impl:8s} {results[regime, impl]['wall_s']:.3f} s", file=sys.stderr)
 
+    threads = args.threads or torch.get_num_threads()
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; batch {BATCH}, "
-        f"{SIZE}x{SIZE} input, "
-        f"maps {', '.join(str(SIZE // s) for s in STRIDES)}, {CHANNELS} channels, {CLASSES} classes; "
-        f"median of {args.repeats} forward+backward steps after a first one; peak memory = peak RSS (VmHWM) "
-        "minus RSS before the first step, each configuration in a fresh process"
+        f"torch {torch.__version__}, CPU, {threads} threads, {os.cpu_count()} cores, 1-min load average "
+        f"{load_before:.1f} before / {os.getloadavg()[0]:.1f} after; batch {BATCH}, {SIZE}x{SIZE} input, "
+        f"maps {', '.join(str(SIZE // s) for s in STRIDES)}, {CHANNELS} channels, {CLASSES} classes.\n"
+        f"wall / cpu: median wall-clock / process CPU time of {args.repeats} forward+backward steps after a "
+        "first one; peak mem: peak RSS (VmHWM) minus RSS before the first step; each row a fresh process."
     )
-    header = (
-        f"| {'regime':9s} | {'samples N per scale':24s} | {'impl':8s} | {'time (s)':>8s} | "
-        f"{'peak mem (MiB)':>14s} | {'loss':>7s} | {'speed-up':>8s} | {'mem ratio':>9s} |"
-    )
-    print(header)
-    print("|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|")
+    columns = [
+        "regime",
+        "N per scale (msccl)",
+        "impl",
+        "wall (s)",
+        "cpu (s)",
+        "speed-up wall/cpu",
+        "peak mem (MiB)",
+        "mem ratio",
+        "loss",
+    ]
+    rows = []
     for regime in args.regimes:
         base, ours = results[regime, "baseline"], results[regime, "msccl"]
         n = ", ".join(str(v) for v in ours["samples"])
         for impl, r in (("baseline", base), ("msccl", ours)):
-            speed = base["time_s"] / r["time_s"]
-            mem = r["peak_mib"] / base["peak_mib"]
-            print(
-                f"| {regime:9s} | {n:24s} | {impl:8s} | {r['time_s']:8.3f} | {r['peak_mib']:14.0f} | "
-                f"{r['loss']:7.3f} | {speed:7.1f}x | {mem:9.3f} |"
+            rows.append(
+                [
+                    regime,
+                    n,
+                    impl,
+                    f"{r['wall_s']:.3f}",
+                    f"{r['cpu_s']:.3f}",
+                    f"{base['wall_s'] / r['wall_s']:.1f}x / {base['cpu_s'] / r['cpu_s']:.1f}x",
+                    f"{r['peak_mib']:.0f}",
+                    f"{r['peak_mib'] / base['peak_mib']:.3f}",
+                    f"{r['loss']:.3f}",
+                ]
             )
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |")
 
 
 if __name__ == "__main__":
