@@ -7,13 +7,13 @@ import pickle
 
 import pytest
 import torch
-import torch.nn.functional as F
 import yaml
-from torch import nn
 
 from msccl import models
 from msccl.cli import build_cli
-from msccl.models import SegmentationNet, Tap
+from msccl.contrastive import MSCSContrastiveLoss
+from msccl.models import SegmentationNet
+from msccl.training import SegmentationModule
 from tests.conftest import REPO, SYNTHETIC_CONFIG
 
 NUM_CLASSES = 3
@@ -92,61 +92,31 @@ def test_gradients_of_every_tap_reach_the_encoder_stem(name):
         assert stem_name in reached, f"tap {index} of {name} does not reach {stem_name}"
 
 
-def _stand_in_contrastive(projected: list[torch.Tensor], label: torch.Tensor) -> torch.Tensor:
-    """STAND-IN for msccl.contrastive.MSCSContrastiveLoss (not merged when this test was written).
-
-    Pulls every pixel's normalised embedding towards its class mean at each scale (labels downsampled
-    nearest, ignore excluded), weighted [1.0, 0.7, 0.4, 0.1] as method.md A4. It only exercises the
-    plumbing (taps -> heads -> loss -> backward). After the merge, in the test below use
-    `heads = ProjectionHeads([t.channels for t in net.taps])` and
-    `contrastive, _ = MSCSContrastiveLoss(NUM_CLASSES)(heads(out.taps), label)` (msccl.contrastive).
-    """
-    total = projected[0].new_zeros(())
-    for weight, z in zip([1.0, 0.7, 0.4, 0.1], projected, strict=False):
-        z = F.normalize(z, dim=1)
-        small_label = F.interpolate(label[:, None].float(), size=z.shape[-2:], mode="nearest")[:, 0].long()
-        for c in range(NUM_CLASSES):
-            mask = small_label == c
-            if mask.any():
-                members = z.permute(0, 2, 3, 1)[mask]
-                total = total + weight * (1 - (members @ F.normalize(members.mean(0), dim=0))).mean()
-    return total
-
-
-def _projection_heads(taps: tuple[Tap, ...], dim: int = 16) -> nn.ModuleList:
-    """method.md A1: Conv1x1(C->C, no bias) -> ReLU -> BN -> Conv1x1(C->dim), one per tap."""
-    return nn.ModuleList(
-        nn.Sequential(
-            nn.Conv2d(t.channels, t.channels, 1, bias=False),
-            nn.ReLU(),
-            nn.BatchNorm2d(t.channels),
-            nn.Conv2d(t.channels, dim, 1),
-        )
-        for t in taps
-    )
-
-
 @pytest.mark.parametrize("name", models.available())
 def test_one_training_step_with_cross_entropy_aux_and_a_contrastive_term_on_the_taps(name):
-    net = small(name).train()
-    heads = _projection_heads(net.taps)  # built from the announced taps, before any forward
-    params = list(net.parameters()) + list(heads.parameters())
+    """A real SegmentationModule step: CE (+ aux) + 0.1 x MSCSContrastiveLoss on projected taps."""
+    module = SegmentationModule(
+        lambda num_classes: small(name),
+        NUM_CLASSES,
+        contrastive=lambda n, ignore: MSCSContrastiveLoss(n, ignore, min_views_per_class=2),
+        projection_dim=16,
+    ).train()
+    params = list(module.parameters())
     optimizer = torch.optim.SGD(params, lr=0.01)
     before = [p.detach().clone() for p in params]
     label = labels()
-    out = net(images(), return_taps=True)
-    loss = F.cross_entropy(out.logits, label, ignore_index=255)
-    if out.aux_logits is not None:
-        loss = loss + 0.4 * F.cross_entropy(out.aux_logits, label, ignore_index=255)
-    contrastive = _stand_in_contrastive([head(t) for head, t in zip(heads, out.taps, strict=True)], label)
-    assert contrastive > 0
-    (loss + 0.1 * contrastive).backward()
+    losses = module.compute_losses(module.net(images(), return_taps=True), label)
+    assert ("aux_ce" in losses) == (name in WITH_AUX)
+    assert losses["contrastive"] > 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
     optimizer.step()
-    assert torch.isfinite(loss) and torch.isfinite(contrastive)
     changed = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]
     assert sum(changed) > 0.9 * len(params), f"{sum(changed)}/{len(params)} parameters changed"
-    head_params = len(list(heads.parameters()))
-    assert all(changed[-head_params:]), "every projection head must be trained"
+    changed_by_id = {id(p): c for p, c in zip(params, changed, strict=True)}
+    for scale, head in enumerate(module.projection_heads):
+        if losses[f"contrastive/ms/s{scale}"] > 0:  # a one-class scale has no negatives: term and grad 0
+            assert all(changed_by_id[id(p)] for p in head.parameters()), f"head {scale} was not trained"
+    assert losses["contrastive/ms/s0"] > 0
 
 
 # ---- taps of the paper's configurations (method.md A1), announced at construction ---------------------
