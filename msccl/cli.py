@@ -132,7 +132,11 @@ def build_cli(args: list[str], run: bool = True) -> MscclCLI:
 
 # Subcommands beyond LightningCLI's, by name: "module:function", the function taking the remaining
 # arguments and returning an exit code. Imported only when used, so `msccl fit` does not pay for them.
-EXTRA_COMMANDS: dict[str, str] = {"sweep": "msccl.training.sweep:main"}
+EXTRA_COMMANDS: dict[str, str] = {
+    "data": "msccl.data.check:main",
+    "export": "msccl.models.export:main",
+    "sweep": "msccl.training.sweep:main",
+}
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,17 +1,38 @@
-"""What every msccl dataset yields, and the helpers that build it."""
+"""What every msccl dataset yields, and the shared machinery of the file datasets.
+
+A file dataset differs from another only in its layout (where images and labels live, how they pair)
+and its label map; reading, checking and mapping labels to train ids happen here, once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from torchvision.io import ImageReadMode, decode_image, read_file
 
-__all__ = ["IGNORE_INDEX", "Sample", "Transform", "to_sample", "read_image", "ImageFolder"]
+__all__ = [
+    "IGNORE_INDEX",
+    "DatasetError",
+    "FileSegmentation",
+    "ImageFolder",
+    "LabelMap",
+    "Pair",
+    "Sample",
+    "Transform",
+    "pair_files",
+    "read_image",
+    "read_label",
+    "to_sample",
+]
 
 IGNORE_INDEX = 255
 """The one ignore id: labels travel as train ids with 255 = ignore, from the dataset file to the loss."""
@@ -23,6 +44,12 @@ Transform = Callable[..., dict[str, Any]]
 """An albumentations-style callable: `transform(image=..., mask=...)` returns a dict of the same keys."""
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# torchvision's decoders raise on truncated files (OpenCV returns a half-grey JPEG with only a warning)
+_TORCHVISION_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+
+
+class DatasetError(Exception):
+    """A dataset file or folder is missing, unreadable or inconsistent; the message names it."""
 
 
 def to_sample(image: np.ndarray, label: np.ndarray | None, name: str, transform: Transform | None) -> Sample:
@@ -37,12 +64,231 @@ def to_sample(image: np.ndarray, label: np.ndarray | None, name: str, transform:
     return {"image": out["image"], "label": torch.as_tensor(out["mask"]).long(), "name": name}
 
 
+def _decode(path: Path, mode: ImageReadMode) -> np.ndarray:
+    """[H, W, C] uint8 (or uint16) array; DatasetError naming the file when it cannot be fully decoded."""
+    try:
+        data = read_file(str(path))
+    except (OSError, RuntimeError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+    try:
+        decoded = decode_image(data, mode=mode)
+    except RuntimeError as error:
+        reason = re.sub(r"^.*\.cpp:\d+, ", "", str(error).strip().splitlines()[-1])  # drop the C++ location
+        raise DatasetError(f"corrupt or truncated image {path}: {reason}") from None
+    return decoded.permute(1, 2, 0).numpy()
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 image; a clear error naming the file when it is missing or cannot be decoded."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """RGB uint8 [H, W, 3]; a DatasetError naming the file when it is missing, corrupt or truncated."""
+    path = Path(path)
+    if path.suffix.lower() in _TORCHVISION_EXTENSIONS:
+        return _decode(path, ImageReadMode.RGB)
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # other formats (bmp, tiff) for `msccl predict`
     if image is None:
-        raise OSError(f"cannot read image {path}: missing, unreadable or not an image")
+        raise DatasetError(f"cannot read image {path}: missing, unreadable or not an image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_label(path: str | Path) -> np.ndarray:
+    """Raw label ids as uint8 [H, W], exactly as stored (palette PNGs give their indices, not colours).
+
+    A 3-channel label whose channels agree is accepted; a colour-coded label is refused: msccl reads id
+    maps (e.g. Cityscapes `*_gtFine_labelIds.png`, not `*_gtFine_color.png`).
+    """
+    path = Path(path)
+    label = _decode(path, ImageReadMode.UNCHANGED)
+    if label.shape[2] > 1:
+        if not (label[..., 1:3] == label[..., :1]).all():
+            raise DatasetError(f"label {path} has {label.shape[2]} differing channels: expected an id map")
+    label = label[..., 0]
+    if label.dtype != np.uint8:
+        if int(label.max()) > 255:
+            raise DatasetError(f"label {path} has values up to {int(label.max())}: expected 8-bit ids")
+        label = label.astype(np.uint8)
+    return np.ascontiguousarray(label)
+
+
+class LabelMap:
+    """Raw label id -> train id, a 256-entry lookup table applied once, when a label is read.
+
+    `raw_ids` are all the ids a dataset's label files may contain; those without a train id become
+    ignore (255); any other value is "outside the map" and is an error, not silently ignored.
+    """
+
+    def __init__(self, train_ids: Mapping[int, int], raw_ids: Iterable[int]) -> None:
+        self.table = np.full(256, IGNORE_INDEX, np.uint8)
+        self.known = np.zeros(256, bool)
+        self.known[list(raw_ids)] = True
+        self._unknown = (~self.known).astype(np.uint8)
+        for raw, train in train_ids.items():
+            if not self.known[raw]:
+                raise ValueError(f"raw id {raw} has a train id but is not among the raw ids")
+            self.table[raw] = train
+
+    @classmethod
+    def reduce_zero(cls, num_classes: int) -> LabelMap:
+        """0 -> ignore, k -> k - 1 for k in 1..num_classes (ADE20K, PASCAL-Context)."""
+        return cls({k: k - 1 for k in range(1, num_classes + 1)}, range(num_classes + 1))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.table[self.table != IGNORE_INDEX].max()) + 1
+
+    def unknown_values(self, raw: np.ndarray) -> list[int]:
+        """Values in `raw` that the map does not know, sorted."""
+        present = np.bincount(raw.ravel(), minlength=256) > 0
+        return np.flatnonzero(present & ~self.known).tolist()
+
+    def apply(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
+        """Train ids (uint8, ignore 255) of the raw label read from `path` (named in errors)."""
+        if cv2.LUT(raw, self._unknown).any():  # a lookup and a scan: far cheaper than decoding
+            raise DatasetError(f"label {path} has values {self.unknown_values(raw)} outside the label map")
+        return cv2.LUT(raw, self.table)
+
+    def train_counts(self, raw_counts: np.ndarray) -> np.ndarray:
+        """Pixels per train id [num_classes + 1] (last entry: ignore) from per-raw-id pixel counts [256]."""
+        train = np.where(self.table == IGNORE_INDEX, self.num_classes, self.table)
+        return np.bincount(train, weights=raw_counts, minlength=self.num_classes + 1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One sample's files and its name (used for prediction files)."""
+
+    image: Path
+    label: Path
+    name: str
+
+
+def pair_files(
+    images: Iterable[Path],
+    label_for: Callable[[Path], Path],
+    name_for: Callable[[Path], str] = lambda image: image.stem,
+    labels_found: Iterable[Path] | None = None,
+) -> tuple[list[Pair], list[str]]:
+    """Pair every image with `label_for(image)`; list each image without label (and, when the labels
+    present are given, each label without image) as a problem naming the file."""
+    labels_found = None if labels_found is None else set(labels_found)
+    pairs, problems, expected = [], [], set()
+    for image in images:
+        label = label_for(image)
+        expected.add(label)
+        if not image.is_file():
+            problems.append(f"missing image {image}")
+        elif not (label in labels_found if labels_found is not None else label.is_file()):
+            problems.append(f"image {image} has no label (expected {label})")
+        else:
+            pairs.append(Pair(image, label, name_for(image)))
+    problems += [f"label {label} has no image" for label in sorted((labels_found or set()) - expected)]
+    return pairs, problems
+
+
+def missing_folders(*folders: Path) -> list[str]:
+    """A problem for each folder that does not exist."""
+    return [f"folder {folder} does not exist" for folder in folders if not folder.is_dir()]
+
+
+class FileSegmentation(Dataset):
+    """Image/label file pairs found in a dataset's official layout; labels mapped to train ids once.
+
+    Subclasses give the layout (`find_pairs`), the label map, class names and palette. Pairing problems
+    (missing folders, images without labels) are found when the dataset is built; per-file problems
+    (corrupt or truncated files, label values outside the map, size mismatches) when a sample is read.
+    Each is a `DatasetError` naming the file and saying how to list them all (`msccl data check`).
+
+    Args:
+        root: the dataset folder as its publisher ships it.
+        split: "train", "val" or "test" (those the dataset has: `splits`).
+        transform: albumentations-style pipeline; default: ImageNet normalisation only.
+        strict: raise on pairing problems; `msccl data check` passes False to list them all.
+    """
+
+    name: ClassVar[str]
+    """The `--dataset` name of `msccl data check`."""
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "test")
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    label_map: LabelMap
+
+    def __init__(
+        self, root: str | Path, split: str, transform: Transform | None = None, strict: bool = True
+    ) -> None:
+        self.root = Path(root).expanduser()
+        if split not in self.splits:
+            raise ValueError(f"{self.name} has splits {', '.join(self.splits)}, not {split!r}")
+        self.split = split
+        self.transform = transform
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.name} root {self.root} does not exist or is not a folder")
+        self.pairs, self.problems = self.find_pairs(split)
+        if not self.pairs and not self.problems:
+            self.problems = [f"no {split} images found under {self.root}"]
+        if strict and self.problems:
+            shown = "\n  ".join(self.problems[:10])
+            more = f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
+            raise DatasetError(
+                f"{self.name} {split} split in {self.root}:\n  {shown}{more}\n{self.check_hint}"
+            )
+
+    def find_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
+        """The split's pairs in the official layout, and the problems met finding them."""
+        raise NotImplementedError
+
+    @property
+    def check_options(self) -> str:
+        """Extra `msccl data check` options that select this dataset's variant."""
+        return ""
+
+    @property
+    def check_hint(self) -> str:
+        command = f"msccl data check --dataset {self.name} --root {self.root}{self.check_options}"
+        return f"Run `{command}` to list every problem in the dataset."
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 image [H, W, 3] and train-id label [H, W] (uint8, ignore 255), checked."""
+        pair = self.pairs[index]
+        with self._check_hint_on_error():
+            image, raw = read_image(pair.image), read_label(pair.label)
+            if (problem := size_mismatch(image, raw, pair)) is not None:
+                raise DatasetError(problem)
+            return image, self.label_map.apply(raw, pair.label)
+
+    def load_label(self, index: int) -> np.ndarray:
+        """Only the train-id label (for class statistics without decoding images)."""
+        pair = self.pairs[index]
+        with self._check_hint_on_error():
+            return self.label_map.apply(read_label(pair.label), pair.label)
+
+    @contextmanager
+    def _check_hint_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except DatasetError as error:
+            raise DatasetError(f"{error}\n{self.check_hint}") from None
+
+    def __getitem__(self, index: int) -> Sample:
+        image, label = self.load(index)
+        return to_sample(image, label, self.pairs[index].name, self.transform)
+
+
+def size_mismatch(image: np.ndarray, label: np.ndarray, pair: Pair) -> str | None:
+    """A problem message when image and label sizes differ."""
+    if image.shape[:2] == label.shape[:2]:
+        return None
+    (ih, iw), (lh, lw) = image.shape[:2], label.shape[:2]
+    return f"label {pair.label} is {lw}x{lh} but image {pair.image} is {iw}x{ih}"
+
+
+def distinct_palette(num_colours: int, seed: int = 0) -> tuple[tuple[int, int, int], ...]:
+    """Well-separated colours (golden-ratio hues, alternating brightness) for datasets without one."""
+    rng = np.random.default_rng(seed)
+    hues = (np.arange(num_colours) * 0.618033988749895 + rng.random()) % 1.0
+    hsv = np.stack([hues * 180, np.full(num_colours, 200), 255 - 70 * (np.arange(num_colours) % 3)], -1)
+    rgb = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
+    return tuple(tuple(int(v) for v in colour) for colour in rgb)
 
 
 class ImageFolder(Dataset):

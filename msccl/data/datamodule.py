@@ -1,21 +1,22 @@
-"""LightningDataModules: the shared loader logic and the built-in synthetic dataset."""
+"""LightningDataModules: the shared loader logic, the built-in synthetic dataset, and the base of the
+datasets read from files (one module per dataset: `cityscapes.py`, `ade20k.py`, ...)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from msccl.data.base import IGNORE_INDEX, ImageFolder
-from msccl.data.sampling import ResumableDataLoader
+from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
+from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
-from msccl.data.transforms import eval_transform, flip_transform
+from msccl.data.transforms import eval_transform, flip_transform, train_transform
 
-__all__ = ["SegmentationDataModule", "SyntheticDataModule"]
+__all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]
 
 SPLITS = ("train", "val", "test")
 
@@ -68,23 +69,18 @@ class SegmentationDataModule(L.LightningDataModule):
                 raise ValueError("predicting needs a folder of images: set --data.predict_dir")
             self.datasets["predict"] = ImageFolder(self.predict_dir, eval_transform())
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
-        """An evaluation loader: every sample once, in order."""
-        return DataLoader(
-            self.datasets[split],
-            batch_size=batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-        )
+    def train_sampler(self) -> Sampler[int] | None:
+        """The order of a training epoch (a sampler with `set_epoch`); None: a uniform permutation."""
+        return None
 
     def train_dataloader(self) -> DataLoader:
-        # order and augmentation fixed by (seed, epoch), resumable mid-epoch (msccl.data.sampling);
-        # the last incomplete batch is dropped: a batch of one breaks BatchNorm in training
+        # order and augmentation fixed by (run seed, epoch), resumable mid-epoch (msccl.data.sampling);
+        # the run's seed is identical on every DDP rank under seed_everything
         loader = ResumableDataLoader(
             self.datasets["train"],
             self.batch_size,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # set by seed_everything
+            seed=torch.initial_seed(),
+            order=self.train_sampler(),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
         )
@@ -103,6 +99,16 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._train_position = state_dict.get("train_position")
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        """An evaluation loader: every sample once, in order."""
+        return DataLoader(
+            self.datasets[split],
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.val_batch_size)
@@ -151,8 +157,120 @@ class SyntheticDataModule(SegmentationDataModule):
         )
 
 
-def default_palette(num_classes: int) -> Sequence[tuple[int, int, int]]:
-    """Distinct colours for datasets without an official palette."""
-    generator = torch.Generator().manual_seed(0)
-    colours = torch.randint(0, 256, (num_classes, 3), generator=generator)
-    return [tuple(int(v) for v in row) for row in colours]
+def default_num_workers() -> int:
+    """Loader processes per training process: the usable CPUs shared among the visible GPUs (one
+    training process each under DDP), at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // max(1, torch.cuda.device_count())))
+
+
+class FileDataModule(SegmentationDataModule):
+    """A dataset read from its publisher's layout under `root`, trained with the paper's pipeline.
+
+    Subclasses name their `dataset_class` (layout, label map) and set `class_names` and `palette` (from
+    the dataset's). Training images get `train_transform` (method.md C3), validation and test images
+    normalisation only. Building the datasets (in `setup`) checks the layout and pairing of every needed
+    split before any step; each sample is checked when read. Either way the error names the file and
+    says to run `msccl data check`.
+
+    Args:
+        root: the dataset folder exactly as shipped.
+        crop_size: training crop, (height, width) or one int for a square.
+        scale_range: random rescale factor range.
+        aspect_range: extra factor range of the width (aspect jitter).
+        max_class_ratio: the crop retries until no class covers this share of its labelled pixels.
+        crop_attempts: crop draws before keeping the last one.
+        flip_probability: horizontal flip probability.
+        colour_jitter: brightness/contrast/saturation factor range (null: no colour jitter).
+        hue_shift: hue jitter range +-.
+        test_split: the split `msccl test` evaluates.
+        repeat_factor_threshold: repeat-factor sampling of images with rare classes (LVIS) with this
+            threshold (e.g. 0.15); null shuffles uniformly. Deterministic from the run's seed.
+        batch_size: training batch size per device.
+        val_batch_size: validation/test batch size (default: `batch_size`).
+        num_workers: loader processes (default: the usable CPUs per visible GPU, at most 8).
+        pin_memory: pin host memory (default: when CUDA is available).
+        predict_dir: folder of images for `msccl predict`.
+    """
+
+    dataset_class: ClassVar[type[FileSegmentation]]
+
+    def __init__(
+        self,
+        root: str,
+        crop_size: int | tuple[int, int] = 512,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        aspect_range: tuple[float, float] = (0.9, 1.1),
+        max_class_ratio: float = 0.75,
+        crop_attempts: int = 10,
+        flip_probability: float = 0.5,
+        colour_jitter: tuple[float, float] | None = (2 / 3, 1.5),
+        hue_shift: float = 0.05,
+        test_split: str = "test",
+        repeat_factor_threshold: float | None = None,
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        predict_dir: str | None = None,
+    ) -> None:
+        num_workers = default_num_workers() if num_workers is None else num_workers
+        super().__init__(batch_size, val_batch_size, num_workers, pin_memory, predict_dir)
+        if test_split not in self.dataset_class.splits:
+            splits = ", ".join(self.dataset_class.splits)
+            raise ValueError(f"data.test_split must be one of {splits} for {self.dataset_class.name}")
+        self.root = root
+        self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+        self.augmentation = {
+            "scale_range": scale_range,
+            "aspect_range": aspect_range,
+            "max_class_ratio": max_class_ratio,
+            "crop_attempts": crop_attempts,
+            "flip_probability": flip_probability,
+            "colour_jitter": colour_jitter,
+            "hue_shift": hue_shift,
+        }
+        self.test_split = test_split
+        self.repeat_factor_threshold = repeat_factor_threshold
+        self._train_sampler: RepeatFactorSampler | None = None
+
+    def make_dataset(self, split: str, transform: Transform) -> FileSegmentation:
+        """The plain dataset of one of the publisher's splits (subclasses add their options)."""
+        return self.dataset_class(self.root, split, transform)
+
+    def build_dataset(self, split: str) -> Dataset:
+        if split != "train":
+            return self.make_dataset(self.test_split if split == "test" else split, eval_transform())
+        # each sample's augmentation is seeded by the training loader (msccl.data.sampling)
+        transform = train_transform(self.crop_size, ignore_index=self.ignore_index, **self.augmentation)
+        return self.make_dataset("train", transform)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self.repeat_factor_threshold is not None and self._train_sampler is None:
+            presence = class_presence(self.datasets["train"], self.num_classes, self.num_workers)
+            factors = repeat_factors(presence, self.repeat_factor_threshold)
+            # the run's seed, identical on every DDP rank under seed_everything
+            self._train_sampler = RepeatFactorSampler(factors, seed=torch.initial_seed())
+
+    def train_sampler(self) -> Sampler[int] | None:
+        return self._train_sampler
+
+
+class _LabelPresence(Dataset):
+    """Which classes each label contains, reading labels only."""
+
+    def __init__(self, dataset: FileSegmentation, num_classes: int) -> None:
+        self.dataset, self.num_classes = dataset, num_classes
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return np.bincount(self.dataset.load_label(index).ravel(), minlength=256)[: self.num_classes] > 0
+
+
+def class_presence(dataset: FileSegmentation, num_classes: int, num_workers: int = 0) -> np.ndarray:
+    """Boolean [images, classes]: which classes appear in each image's label."""
+    loader = DataLoader(_LabelPresence(dataset, num_classes), batch_size=64, num_workers=num_workers)
+    return torch.cat(list(loader)).numpy()

@@ -2,18 +2,21 @@
 
 A network announces its taps (channels, stride of each tapped feature map, highest resolution first) at
 construction, so projection heads can be built in `__init__`; its forward returns logits at input
-resolution, auxiliary logits where the architecture has them, and the tapped maps when asked.
+resolution, auxiliary logits where the architecture has them (in training mode only: they serve the
+auxiliary loss, method.md A4), and the tapped maps when asked (method.md A1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Tap", "SegmentationOutput", "SegmentationNet"]
+__all__ = ["Tap", "SegmentationOutput", "SegmentationNet", "ForwardTaps", "validate_tap_stages"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,13 @@ class SegmentationOutput:
 
 
 class SegmentationNet(nn.Module):
-    """Base class: subclasses set `self.taps` in `__init__` and implement `forward_features`."""
+    """Base class: subclasses set `self.taps` in `__init__` and implement `forward_features`.
+
+    `presets` names constructor arguments of notable sizes: "paper" (the configuration the paper trains,
+    where there is one) and "small" (CPU-sized, used by tests and benchmarks/models.py).
+    """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"small": {}}
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -49,14 +58,57 @@ class SegmentationNet(nn.Module):
         logits, aux_logits, taps = self.forward_features(x)
         size = x.shape[-2:]
         logits = _resize(logits, size)
-        if aux_logits is not None:
+        if aux_logits is not None and self.training:
             aux_logits = _resize(aux_logits, size)
+        else:
+            aux_logits = None
         return SegmentationOutput(logits, aux_logits, list(taps) if return_taps else [])
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Logits at input size only: the inference/export path (no taps, no auxiliary head)."""
         return self.forward(x).logits
+
+
+def validate_tap_stages(
+    stages: Sequence[int], usable: Sequence[int], setting: str = "tap_stages"
+) -> tuple[int, ...]:
+    """Tap stages must be a non-empty, increasing subset of `usable` (stage k has stride 2**k before any
+    dilation), so the taps come highest resolution first (method.md A1)."""
+    stages = tuple(stages)
+    if not stages or any(s not in usable for s in stages) or list(stages) != sorted(set(stages)):
+        raise ValueError(
+            f"{setting}={list(stages)}: give an increasing subset of this network's stages {list(usable)} "
+            "(stage k has stride 2**k; e.g. [2, 4, 5] for ResNet C2/C4/C5)"
+        )
+    return stages
+
+
+class ForwardTaps:
+    """Keeps the latest output of given submodules via forward hooks, for taps inside a decoder.
+
+    Hooks observe the network's own modules, so no decoder code is copied. The hooks are plain objects
+    (not closures), so the network still pickles (ddp_spawn) and deep-copies.
+    """
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self.outputs: dict[int, Tensor] = {}
+        for index, module in enumerate(modules):
+            module.register_forward_hook(_KeepOutput(self, index))
+
+    def take(self) -> list[Tensor]:
+        """The kept outputs in the order the modules were given; clears them."""
+        outputs = [self.outputs[i] for i in sorted(self.outputs)]
+        self.outputs = {}
+        return outputs
+
+
+class _KeepOutput:
+    def __init__(self, store: ForwardTaps, index: int) -> None:
+        self.store, self.index = store, index
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        self.store.outputs[self.index] = output
 
 
 def _resize(logits: Tensor, size: torch.Size) -> Tensor:

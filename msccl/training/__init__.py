@@ -1,6 +1,7 @@
 """Lightning side of msccl: the training module, metrics, optimisation and callbacks."""
 
+from msccl.training.callbacks import ContrastiveWeightSchedule
 from msccl.training.metrics import SegmentationIoU
-from msccl.training.module import SegmentationModule
+from msccl.training.module import ContrastiveLossBuilder, SegmentationModule
 
-__all__ = ["SegmentationIoU", "SegmentationModule"]
+__all__ = ["ContrastiveLossBuilder", "ContrastiveWeightSchedule", "SegmentationIoU", "SegmentationModule"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -11,17 +11,21 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
+from msccl.contrastive import MSCSContrastiveLoss, ProjectionHeads
 from msccl.data.base import IGNORE_INDEX
 from msccl.models import NetBuilder, SegmentationOutput
 from msccl.training.evaluation import Evaluation
 from msccl.training.metrics import SegmentationIoU, format_iou_table, group_miou
 from msccl.training.optim import parameter_groups, poly_with_warmup
 
-__all__ = ["SegmentationModule"]
+__all__ = ["SegmentationModule", "ContrastiveLossBuilder"]
+
+ContrastiveLossBuilder = Callable[[int, int], MSCSContrastiveLoss]
+"""The contrastive loss class and its arguments; the module supplies `num_classes` and `ignore_index`."""
 
 
 class SegmentationModule(L.LightningModule):
-    """Cross-entropy (+ auxiliary CE) segmentation training with mIoU over whole splits.
+    """Segmentation training: CE (+ auxiliary CE) (+ weight x multi/cross-scale contrastive), mIoU.
 
     Args:
         net: the network class (config `class_path` + `init_args`); it is built with `num_classes`.
@@ -30,6 +34,12 @@ class SegmentationModule(L.LightningModule):
         ignore_index: label id excluded from losses and metrics.
         class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, method.md C3).
         aux_weight: weight of the auxiliary CE where the network has an auxiliary head (method.md A4).
+        contrastive: the contrastive loss (`class_path: msccl.contrastive.MSCSContrastiveLoss` with its
+            `init_args`), or null for CE only. When set, the network returns its taps in training and
+            one projection head per tap maps them into the embedding space (method.md A1).
+        contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper, A4);
+            `ContrastiveWeightSchedule` can delay and ramp it.
+        projection_dim: channels of the projection heads' output (256 in the paper, A1).
         optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
         poly_power: exponent of the per-iteration poly decay of the learning rate.
         warmup_steps: iterations of linear warm-up before the poly decay.
@@ -49,6 +59,9 @@ class SegmentationModule(L.LightningModule):
         ignore_index: int = IGNORE_INDEX,
         class_weights: Sequence[float] | None = None,
         aux_weight: float = 0.4,
+        contrastive: ContrastiveLossBuilder | None = None,
+        contrastive_weight: float = 0.1,
+        projection_dim: int = 256,
         optimizer: OptimizerCallable | None = None,
         poly_power: float = 0.9,
         warmup_steps: int = 0,
@@ -73,6 +86,16 @@ class SegmentationModule(L.LightningModule):
             persistent=False,
         )
         self.aux_weight = aux_weight
+        # method.md A1: heads are built now from the taps the network announces, and exist only for
+        # training: inference (`forward`) and export never run them.
+        self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
+        self.projection_heads = (
+            None
+            if contrastive is None
+            else ProjectionHeads([tap.channels for tap in self.net.taps], projection_dim)
+        )
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_weight_factor = 1.0  # set by ContrastiveWeightSchedule; constant 1 = the paper
         self.optimizer = optimizer
         self.poly_power = poly_power
         self.warmup_steps = warmup_steps
@@ -99,8 +122,18 @@ class SegmentationModule(L.LightningModule):
         if output.aux_logits is not None:
             losses["aux_ce"] = self.cross_entropy(output.aux_logits, labels)
             total = total + self.aux_weight * losses["aux_ce"]
+        if self.contrastive_loss is not None and output.taps:
+            projected = self.projection_heads(output.taps)
+            contrastive, terms = self.contrastive_loss(projected, labels)
+            losses["contrastive"] = contrastive
+            losses.update({f"contrastive/{name}": value for name, value in terms.items()})
+            total = total + self.effective_contrastive_weight * contrastive
         losses["loss"] = total
         return losses
+
+    @property
+    def effective_contrastive_weight(self) -> float:
+        return self.contrastive_weight * self.contrastive_weight_factor
 
     # ---- steps --------------------------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
@@ -117,7 +150,8 @@ class SegmentationModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         images, labels = batch["image"], batch["label"]
-        losses = self.compute_losses(self.net(images), labels)
+        output = self.net(images, return_taps=self.contrastive_loss is not None)
+        losses = self.compute_losses(output, labels)
         self.log_dict({f"train/{k}": v for k, v in losses.items() if k != "loss"}, batch_size=len(images))
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=len(images))
         return losses["loss"]
@@ -177,7 +211,7 @@ class SegmentationModule(L.LightningModule):
 
     # ---- optimisation -------------------------------------------------------------------------------
     def trainable_modules(self) -> list[torch.nn.Module]:
-        return [self.net]
+        return [self.net] if self.projection_heads is None else [self.net, self.projection_heads]
 
     def configure_optimizers(self) -> dict:
         groups = parameter_groups(self.trainable_modules(), self.decay_norms_and_biases)

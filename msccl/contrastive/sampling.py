@@ -1,0 +1,205 @@
+"""Label downsampling and the class-balanced sampler of method.md A2, vectorised over the batch (B1).
+
+The sampler draws, at one scale, exactly V pixel positions from every present (image, class) pair,
+uniformly without replacement, and gathers their feature vectors with a single indexing operation, so
+the backward writes the feature-map gradient once (method.md B8). The only host-device synchronisation
+is one small read per scale, needed because the output size V * T depends on the label counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "ClassBalancedSample",
+    "check_labels",
+    "downsample_labels",
+    "sample_class_balanced",
+    "views_per_pair",
+]
+
+LabelDownsampling = Literal["nearest", "majority"]
+
+# Random sort keys: pair id in the high bits, a uniform random integer in the low bits.
+_RANDOM_BITS = 40
+
+
+@dataclass(frozen=True)
+class ClassBalancedSample:
+    """The samples drawn at one scale.
+
+    Attributes:
+        features: [N, C] sampled feature vectors (differentiable w.r.t. the feature map), N = V * T.
+        labels: [N] class id of every sample.
+        index: [N] flat position of every sample in the feature map, ``b * h * w + y * w + x``.
+        views_per_class: V, the number of samples drawn from every present (image, class) pair.
+        num_pairs: T, the number of present pairs on this process.
+    """
+
+    features: Tensor
+    labels: Tensor
+    index: Tensor
+    views_per_class: int
+    num_pairs: int
+
+
+def _invalid_label_mask(labels: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    return (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
+
+
+def _raise_invalid(labels: Tensor, num_classes: int, ignore_index: int) -> None:
+    bad = torch.unique(labels[_invalid_label_mask(labels, num_classes, ignore_index)])[:10].tolist()
+    raise ValueError(
+        f"labels contain values {bad} outside [0, {num_classes}) that are not ignore_index={ignore_index}: "
+        "map them to train ids (or to the ignore id) in the dataset, or set num_classes / ignore_index "
+        "of the contrastive loss to match the data"
+    )
+
+
+def check_labels(labels: Tensor, num_classes: int, ignore_index: int = 255) -> None:
+    """Raise ValueError if a label is neither a real class id in [0, num_classes) nor ignore_index (B4)."""
+    if bool(_invalid_label_mask(labels, num_classes, ignore_index).any()):
+        _raise_invalid(labels, num_classes, ignore_index)
+
+
+def downsample_labels(
+    labels: Tensor,
+    size: tuple[int, int],
+    mode: LabelDownsampling = "nearest",
+    *,
+    num_classes: int | None = None,
+    ignore_index: int = 255,
+) -> Tensor:
+    """Downsample integer labels [B, H, W] to ``size`` = (h, w).
+
+    ``nearest`` (method.md A2.1, the paper): PyTorch's legacy nearest neighbour, i.e. the top-left pixel
+    of each r x r block when H = r * h. ``majority`` (B7, an option): the most frequent value of each
+    r x r block, where ignore counts as a value like any class; ties go to the smallest class id and
+    ignore loses every tie. So an all-ignore block stays ignore, and so does a block in which ignore is
+    the most frequent value (its feature mostly describes unlabelled pixels, e.g. padding), while a block
+    with as many pixels of a class as of ignore takes the class. ``majority`` needs H and W to be
+    multiples of h and w.
+    """
+    if labels.dim() != 3:
+        raise ValueError(f"labels must be [B, H, W], got shape {tuple(labels.shape)}")
+    B, H, W = labels.shape
+    h, w = size
+    if (h, w) == (H, W):
+        return labels
+    if mode == "nearest":
+        # method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
+        return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
+    if mode != "majority":
+        raise ValueError(f"label downsampling must be 'nearest' or 'majority', got {mode!r}")
+    if H % h or W % w:
+        raise ValueError(
+            f"majority label downsampling needs the label size {H}x{W} to be a multiple of the feature "
+            f"size {h}x{w}; use label_downsampling='nearest' or crop sizes divisible by the feature strides"
+        )
+    if num_classes is None:
+        raise ValueError("majority label downsampling needs num_classes")
+    ry, rx = H // h, W // w
+    # Ignore sorts after every real class so that real classes win ties (first maximum wins below).
+    values = torch.where(labels == ignore_index, num_classes, labels)
+    blocks = values.view(B, h, ry, w, rx).permute(0, 1, 3, 2, 4).reshape(-1, ry * rx)
+    blocks = blocks.sort(dim=1).values
+    # Run-length encode every sorted block; the longest run is the mode.
+    new_run = torch.ones_like(blocks, dtype=torch.bool)
+    new_run[:, 1:] = blocks[:, 1:] != blocks[:, :-1]
+    run_id = new_run.cumsum(dim=1) - 1
+    run_length = torch.zeros_like(blocks).scatter_add_(1, run_id, torch.ones_like(blocks))
+    run_value = torch.zeros_like(blocks).scatter_(1, run_id, blocks)
+    mode_value = run_value.gather(1, run_length.argmax(dim=1, keepdim=True)).view(B, h, w)
+    return torch.where(mode_value == num_classes, ignore_index, mode_value).to(labels.dtype)
+
+
+def views_per_pair(
+    num_pairs: int, min_count: int, max_views_per_class: int = 2500, max_features_total: int = 10000
+) -> int:
+    """method.md A2.4: V = min count over present pairs, capped at max_views_per_class; V*T <= the total.
+
+    Returns 0 when there is no present pair (or more pairs than max_features_total).
+    """
+    if num_pairs == 0:
+        return 0
+    views = min(min_count, max_views_per_class)
+    if views * num_pairs > max_features_total:
+        views = max_features_total // num_pairs
+    return views
+
+
+def sample_class_balanced(
+    features: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    min_views_per_class: int = 5,
+    max_views_per_class: int = 2500,
+    max_features_total: int = 10000,
+    generator: torch.Generator | None = None,
+    pair_stats_reducer: Callable[[Tensor], Tensor] | None = None,
+) -> ClassBalancedSample:
+    """Draw V samples from every present (image, class) pair of one scale (method.md A2.2-A2.5).
+
+    Args:
+        features: [B, C, h, w] projected feature map of this scale.
+        labels: [B, h, w] labels already at the feature resolution (see ``downsample_labels``).
+        num_classes: real classes are 0..num_classes-1, all of them sampled (B4).
+        ignore_index: never sampled; any other value outside [0, num_classes) raises ValueError.
+        generator: optional ``torch.Generator`` on the features' device, for reproducible draws.
+        pair_stats_reducer: maps the local ``[T, min_count]`` (int64) to the global one; used by the
+            ``global`` DDP budget (B6) so that V follows the rule over the pairs of all ranks.
+
+    Samples come out grouped by pair, in increasing order of ``b * num_classes + c``.
+    """
+    if features.dim() != 4:
+        raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
+    B, C, h, w = features.shape
+    if tuple(labels.shape) != (B, h, w):
+        raise ValueError(f"labels {tuple(labels.shape)} do not match the feature map {(B, h, w)}")
+    device = features.device
+    num_pairs_total = B * num_classes
+    flat = labels.reshape(-1).long()
+    image = torch.arange(B, device=device).repeat_interleave(h * w)
+    invalid = _invalid_label_mask(flat, num_classes, ignore_index)
+    usable = (flat != ignore_index) & ~invalid
+    # method.md A2.2: pixel count n_bc of every (image, class) pair, ignore in an extra last bucket.
+    pair = torch.where(usable, image * num_classes + flat, num_pairs_total)
+    counts = torch.bincount(pair, minlength=num_pairs_total + 1)[:num_pairs_total]
+    # method.md A2.3: a pair is present when it has at least min_views_per_class pixels.
+    present = counts >= min_views_per_class
+    big = torch.iinfo(torch.int64).max
+    min_count = torch.where(present, counts, big).amin() if num_pairs_total else counts.new_tensor(big)
+    stats = torch.stack([present.sum(), min_count])
+    global_stats = pair_stats_reducer(stats) if pair_stats_reducer is not None else stats
+    # The one host synchronisation of this scale (B1): V fixes the output shape.
+    local_pairs, _, num_pairs, min_count, num_invalid = torch.cat(
+        [stats, global_stats, invalid.sum().view(1)]
+    ).tolist()
+    if num_invalid:
+        _raise_invalid(flat, num_classes, ignore_index)
+    views = views_per_pair(num_pairs, min_count, max_views_per_class, max_features_total)
+    if views == 0 or local_pairs == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return ClassBalancedSample(features.flatten(2)[empty, :, empty], empty, empty, views, local_pairs)
+
+    # method.md A2.5: uniform draw without replacement inside every pair, for all pairs at once: sort the
+    # pixels by (pair id, random key); the first V pixels of each pair's run are a uniform V-subset.
+    noise = torch.randint(0, 1 << _RANDOM_BITS, flat.shape, device=device, generator=generator)
+    order = torch.argsort((pair << _RANDOM_BITS) | noise)
+    run_start = torch.cumsum(counts, 0) - counts
+    # Ids of the present pairs in increasing order, without a data-dependent shape (no extra sync).
+    present_ids = torch.argsort((~present).to(torch.uint8), stable=True)[:local_pairs]
+    take = (run_start[present_ids, None] + torch.arange(views, device=device)).reshape(-1)
+    index = order[take]
+    sample_labels = (present_ids % num_classes).repeat_interleave(views)
+    # One gather for the whole scale, straight from the [B, C, h*w] view (no permuted copy): B1, B8.
+    sampled = features.flatten(2)[index // (h * w), :, index % (h * w)]
+    return ClassBalancedSample(sampled, sample_labels, index, views, local_pairs)

@@ -1,0 +1,162 @@
+"""`msccl data check`: walk a dataset tree and list every problem in it, before training does.
+
+    msccl data check --dataset cityscapes --root /data/cityscapes
+    msccl data check --dataset cadis --root /data/CaDIS --task 2 --splits train val
+
+Reports images and pairs per split, then every problem (missing folders, images without labels and
+labels without images, unreadable, corrupt or truncated files, label values outside the label map,
+image/label size mismatches) and the pixel share of each class per split. Exits 1 on any problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from msccl.data.ade20k import ADE20KSegmentation
+from msccl.data.base import (
+    DatasetError,
+    FileSegmentation,
+    LabelMap,
+    Pair,
+    read_image,
+    read_label,
+    size_mismatch,
+)
+from msccl.data.cadis import CADIS_TASK_CLASSES, CaDISSegmentation
+from msccl.data.cityscapes import CityscapesSegmentation
+from msccl.data.datamodule import default_num_workers
+from msccl.data.pascal_context import PascalContextSegmentation
+
+__all__ = ["DATASETS", "check_dataset", "inspect_pair", "main"]
+
+DATASETS: dict[str, type[FileSegmentation]] = {
+    dataset.name: dataset
+    for dataset in (CityscapesSegmentation, ADE20KSegmentation, PascalContextSegmentation, CaDISSegmentation)
+}
+
+
+def inspect_pair(pair: Pair, label_map: LabelMap) -> tuple[list[str], np.ndarray | None]:
+    """Every problem of one pair, and its pixel count per raw label id [256] (None if unreadable)."""
+    problems: list[str] = []
+    image = label = None
+    try:
+        image = read_image(pair.image)
+    except DatasetError as error:
+        problems.append(str(error))
+    try:
+        label = read_label(pair.label)
+        label_map.apply(label, pair.label)
+    except DatasetError as error:
+        problems.append(str(error))
+    if image is not None and label is not None and (mismatch := size_mismatch(image, label, pair)):
+        problems.append(mismatch)
+    counts = None if label is None else np.bincount(label.ravel(), minlength=256)
+    return problems, counts
+
+
+class _Inspections(Dataset):
+    """`inspect_pair` of every pair, so a DataLoader can spread the decoding over processes."""
+
+    def __init__(self, dataset: FileSegmentation) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset.pairs)
+
+    def __getitem__(self, index: int) -> tuple[list[str], np.ndarray | None]:
+        return inspect_pair(self.dataset.pairs[index], self.dataset.label_map)
+
+
+def _unbatched(batch: list) -> list:
+    return batch
+
+
+def check_dataset(
+    name: str,
+    root: str,
+    splits: list[str] | None = None,
+    workers: int = 0,
+    print_fn: Callable[[str], None] = print,
+    **options,
+) -> list[str]:
+    """Check the splits of dataset `name` under `root`; prints the report and returns all problems.
+
+    `options` go to the dataset class (CaDIS: `task`).
+    """
+    dataset_class = DATASETS[name]
+    problems: list[str] = []
+    shares: dict[str, np.ndarray] = {}
+    class_names: tuple[str, ...] = ()
+    for split in splits or dataset_class.splits:
+        try:
+            dataset = dataset_class(root, split, strict=False, **options)
+        except DatasetError as error:  # the root itself is missing
+            problems.append(str(error))
+            break
+        class_names = dataset.class_names
+        split_problems = list(dataset.problems)
+        raw_counts = np.zeros(256, np.int64)
+        loader = DataLoader(_Inspections(dataset), batch_size=8, num_workers=workers, collate_fn=_unbatched)
+        for batch in loader:
+            for pair_problems, counts in batch:
+                split_problems += pair_problems
+                if counts is not None:
+                    raw_counts += counts
+        counts = dataset.label_map.train_counts(raw_counts)
+        shares[split] = counts / max(1, counts.sum())
+        print_fn(f"{split}: {len(dataset.pairs)} image/label pairs, {len(split_problems)} problems")
+        problems += split_problems
+    if shares:
+        print_fn("")
+        print_fn(_share_table(class_names, shares))
+    print_fn("")
+    if problems:
+        print_fn(f"{len(problems)} problems:")
+        for problem in problems:
+            print_fn(f"  {problem}")
+    else:
+        print_fn("no problems found")
+    return problems
+
+
+def _share_table(class_names: tuple[str, ...], shares: dict[str, np.ndarray]) -> str:
+    """Pixel share (%) of each class, and of ignore, per split."""
+    names = [*class_names, "(ignore)"]
+    width = max(len(name) for name in names)
+    lines = ["pixel share (%)", f"{'class':<{width}}" + "".join(f"{split:>9}" for split in shares)]
+    for index, name in enumerate(names):
+        lines.append(f"{name:<{width}}" + "".join(f"{100 * share[index]:9.3f}" for share in shares.values()))
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """`msccl data check ...`: returns 0 on a clean dataset, 1 on any problem."""
+    parser = argparse.ArgumentParser(prog="msccl data", description="Dataset tools.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="list every problem in a dataset tree")
+    check.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    check.add_argument("--root", required=True, help="the dataset folder as shipped")
+    check.add_argument("--splits", nargs="+", help="splits to check (default: all of the dataset's)")
+    check.add_argument("--task", type=int, choices=sorted(CADIS_TASK_CLASSES), help="CaDIS task (default 1)")
+    check.add_argument("--workers", type=int, default=default_num_workers(), help="decoding processes")
+    args = parser.parse_args(argv)
+    dataset_class = DATASETS[args.dataset]
+    for split in args.splits or ():
+        if split not in dataset_class.splits:
+            parser.error(f"{args.dataset} has splits {', '.join(dataset_class.splits)}, not {split!r}")
+    options = {}
+    if args.task is not None:
+        if dataset_class is not CaDISSegmentation:
+            parser.error("--task applies to --dataset cadis only")
+        options["task"] = args.task
+    problems = check_dataset(args.dataset, args.root, args.splits, args.workers, **options)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
