@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -9,7 +10,7 @@ from lightning.pytorch import Callback
 
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
-from msccl.data.sampling import ResumableDataLoader
+from msccl.data.sampling import EpochSampler, RepeatFactorSampler, ResumableDataLoader
 from msccl.training.checkpoint import AtomicCheckpointIO
 from tests.conftest import TINY_SYNTHETIC
 
@@ -97,6 +98,24 @@ def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
     # workers do not change the batches: every sample's augmentation has its own seed
     with_workers = ResumableDataLoader(data.datasets["train"], 2, seed=7, num_workers=2)
     assert all(torch.equal(x, y) for x, y in zip(epoch_batches(with_workers, 1), first, strict=True))
+
+
+def test_ranks_split_a_repeat_factor_epoch_and_every_repeat_gets_its_own_augmentation():
+    factors = np.array([1.0, 3.0, 1.0, 2.0, 1.0])  # 8 indices per epoch, image 1 three times
+    epoch = RepeatFactorSampler(factors, seed=3)
+    epoch.set_epoch(4)
+    expected = list(epoch)
+    shares = []
+    for rank in (0, 1):
+        order = RepeatFactorSampler(factors, seed=3)
+        sampler = EpochSampler(range(5), seed=3, order=order, num_replicas=2, rank=rank)
+        sampler.set_epoch(4)
+        assert len(sampler) == 4
+        shares.append(list(sampler))
+    indices = [index for share in shares for index, _ in share]
+    seeds = {seed for share in shares for _, seed in share}
+    assert sorted(indices) == sorted(expected) and [i for i, _ in shares[0]] == expected[0::2]
+    assert len(seeds) == 8  # the three visits of image 1 are augmented differently
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):

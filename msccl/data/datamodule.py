@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
-from msccl.data.transforms import eval_transform, flip_transform, train_transform
+from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
 
 __all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]
 
@@ -241,8 +241,12 @@ class FileDataModule(SegmentationDataModule):
     def build_dataset(self, split: str) -> Dataset:
         if split != "train":
             return self.make_dataset(self.test_split if split == "test" else split, eval_transform())
-        # each sample's augmentation is seeded by the training loader (msccl.data.sampling)
         transform = train_transform(self.crop_size, ignore_index=self.ignore_index, **self.augmentation)
+        # the run's seed (identical on every DDP rank) and the rank: reading the dataset directly
+        # reproduces per seed and differs across ranks; the training loader reseeds every sample
+        # from (seed, epoch, position) (msccl.data.sampling)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        seed_pipeline(transform, torch.initial_seed(), rank)
         return self.make_dataset("train", transform)
 
     def setup(self, stage: str) -> None:

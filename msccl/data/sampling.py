@@ -96,9 +96,18 @@ class EpochSampler(DistributedSampler):
     shares and rank r takes positions r, r + world, ...
     """
 
-    def __init__(self, dataset: Dataset, seed: int = 0, order: Sampler[int] | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int = 0,
+        order: Sampler[int] | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        """`num_replicas` and `rank` default to the process group's (1 and 0 without one)."""
         distributed = dist.is_available() and dist.is_initialized()
-        world_size, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        world_size = num_replicas or (dist.get_world_size() if distributed else 1)
+        rank = rank if rank is not None else (dist.get_rank() if distributed else 0)
         super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
         self.order = order
         if order is not None:

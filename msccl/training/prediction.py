@@ -10,8 +10,7 @@ import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from msccl.data.base import read_image
-from msccl.data.datamodule import default_palette
+from msccl.data.base import distinct_palette, read_image
 
 __all__ = ["PredictionWriter", "colourise", "overlay"]
 
@@ -47,7 +46,7 @@ class PredictionWriter(BasePredictionWriter):
         num_classes = pl_module.num_classes
         palette: Sequence = getattr(trainer.datamodule, "palette", ()) or ()
         if len(palette) < num_classes:
-            palette = default_palette(num_classes)
+            palette = distinct_palette(num_classes)
         self.palette = np.asarray(palette, np.uint8)[:num_classes]
         for folder in ("labels", "overlays"):
             (self.output_dir / folder).mkdir(parents=True, exist_ok=True)
