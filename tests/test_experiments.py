@@ -1,0 +1,311 @@
+"""The paper's recipes in conf/experiments/ (method.md C3): each config, alone or composed with its task file
+and CE-only twin, parses with the recipe's settings, fails offline with a clear message for its ImageNet
+weights, and builds its network at full size and trains one step at a tiny crop on the CPU, so none rots.
+
+Only engineering settings (CPU, one device, no progress bar), the data root (a tiny tree in the dataset's
+own layout), the crop (and with it Swin's patch grid and the sliding window) and `pretrained` are
+overridden: network, losses, optimiser, schedule, contrastive loss and evaluation come from the files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch import Callback
+
+from msccl.cli import build_cli
+from msccl.models import PretrainedWeightsNotFound
+from tests.conftest import REPO
+from tests.dataset_trees import ade20k_tree, cadis_tree, cityscapes_tree
+from tests.test_model_weights import empty_caches  # noqa: F401  (fixture)
+
+EXPERIMENTS = REPO / "conf" / "experiments"
+CPU = [
+    "--trainer.accelerator=cpu",
+    "--trainer.devices=1",
+    "--trainer.strategy=auto",
+    "--trainer.sync_batchnorm=false",  # raises on CPU (pitfalls.md); the configs turn it on for GPUs
+    "--trainer.num_sanity_val_steps=0",
+    "--trainer.limit_val_batches=1",
+    "--trainer.limit_test_batches=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--data.init_args.num_workers=0",
+    "--model.init_args.net.init_args.pretrained=false",
+]
+# method.md C3: the paper's augmentation, which the experiments take from the data modules' defaults
+PAPER_AUGMENTATION = {
+    "scale_range": (0.5, 2.0),
+    "aspect_range": (0.9, 1.1),
+    "max_class_ratio": 0.75,
+    "crop_attempts": 10,
+    "flip_probability": 0.5,
+    "colour_jitter": (2 / 3, 1.5),
+    "hue_shift": 0.05,
+}
+CITYSCAPES_CLASS_WEIGHTS = [
+    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
+    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What method.md C3 (or the config header, where the paper released nothing) says a run is."""
+
+    files: tuple[str, ...]  # conf/experiments files, in the order they are given
+    tree: Callable[[Path], object]  # writes a tiny dataset tree in the publisher's layout
+    data_class: str
+    num_classes: int
+    global_batch: int
+    crop: tuple[int, int]
+    optimizer: type[torch.optim.Optimizer]
+    optimizer_settings: dict
+    iterations: int
+    poly_power: float
+    taps: list[tuple[int, int]]  # (channels, stride), highest resolution first
+    min_parameters_m: float  # full size, not a small preset
+    evaluation: dict
+    warmup_steps: int = 0
+    class_weights: list[float] | None = None
+    extra: dict = field(default_factory=dict)  # further `data.init_args` / `net.init_args` expectations
+
+
+HRNET_W48_TAPS = [(48, 4), (96, 8), (192, 16), (384, 32)]
+CITYSCAPES_TEST = {
+    "mode": "sliding",
+    "crop": (512, 1024),
+    "scales": (0.5, 0.75, 1.0, 1.25, 1.5, 1.75),
+    "flip": True,
+}
+ADE20K_EVALUATION = {
+    "mode": "sliding",
+    "crop": (512, 512),
+    "scales": (1.0,),
+    "flip": False,
+    "during_fit": True,
+}
+
+
+CITYSCAPES = dict(
+    tree=cityscapes_tree, data_class="Cityscapes", num_classes=19, global_batch=12, crop=(512, 1024),
+    optimizer=torch.optim.SGD, optimizer_settings={"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4},
+    iterations=120_000, poly_power=0.9, evaluation=CITYSCAPES_TEST, class_weights=CITYSCAPES_CLASS_WEIGHTS,
+)  # fmt: skip
+OCRNET_SGD = dict(
+    optimizer=torch.optim.SGD, optimizer_settings={"lr": 0.02, "momentum": 0.9, "weight_decay": 1e-4}
+)
+ADE20K = dict(tree=ade20k_tree, data_class="ADE20K", num_classes=150, global_batch=16, crop=(512, 512))
+
+
+def _cadis(task: int) -> Recipe:
+    task_file = (f"cadis_ocrnet_hrnet_w48_task{task}.yaml",) if task > 1 else ()
+    return Recipe(
+        files=("cadis_ocrnet_hrnet_w48.yaml", *task_file), tree=cadis_tree, data_class="CaDIS",
+        num_classes={1: 8, 2: 17, 3: 25}[task], global_batch=16, crop=(512, 512), **OCRNET_SGD,
+        iterations=50_000, poly_power=0.9, taps=HRNET_W48_TAPS, min_parameters_m=60,
+        evaluation={"mode": "whole", "scales": (1.0,), "flip": False},
+        extra={"task": task, "repeat_factor_threshold": 0.15, "test_split": "test"},
+    )  # fmt: skip
+
+
+RECIPES: dict[str, Recipe] = {
+    "cityscapes_hrnet_w48": Recipe(
+        files=("cityscapes_hrnet_w48.yaml",), **CITYSCAPES, taps=HRNET_W48_TAPS, min_parameters_m=60,
+        extra={"test_split": "val"},
+    ),
+    "cityscapes_deeplabv3_r101": Recipe(
+        files=("cityscapes_deeplabv3_r101.yaml",), **CITYSCAPES, taps=[(256, 4), (1024, 8), (2048, 8)],
+        min_parameters_m=55, extra={"output_stride": 8},
+    ),
+    "ade20k_ocrnet_hrnet_w48": Recipe(
+        files=("ade20k_ocrnet_hrnet_w48.yaml",), **ADE20K, **OCRNET_SGD, iterations=150_000, poly_power=0.9,
+        taps=HRNET_W48_TAPS, min_parameters_m=65, evaluation=ADE20K_EVALUATION,
+    ),
+    "ade20k_upernet_swin_t": Recipe(
+        files=("ade20k_upernet_swin_t.yaml",), **ADE20K, optimizer=torch.optim.AdamW,
+        optimizer_settings={"lr": 6e-5, "weight_decay": 0.01, "betas": (0.9, 0.999)}, iterations=160_000,
+        poly_power=1.0, warmup_steps=1500, taps=[(512, s) for s in (4, 8, 16, 32)], min_parameters_m=55,
+        evaluation=ADE20K_EVALUATION, extra={"encoder_kwargs": {"img_size": 512, "drop_path_rate": 0.3}},
+    ),
+    "cadis_ocrnet_hrnet_w48": _cadis(1),
+    "cadis_ocrnet_hrnet_w48_task2": _cadis(2),
+    "cadis_ocrnet_hrnet_w48_task3": _cadis(3),
+}  # fmt: skip
+
+
+def _config_args(name: str, ce_only: bool) -> list[str]:
+    files = [*RECIPES[name].files, *([f"ce_only/{name}.yaml"] if ce_only else [])]
+    return [f"--config={EXPERIMENTS / file}" for file in files]
+
+
+def _tuples(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The composed config as LightningCLI resolves it, nothing instantiated."""
+    from msccl.cli import MscclCLI
+
+    monkeypatch.setattr(MscclCLI, "instantiate_classes", lambda self: None)
+    config = build_cli(args, run=False).config.as_dict()
+    config.pop("config", None)
+    return config
+
+
+def test_every_file_in_conf_experiments_is_tested():
+    files = {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")}
+    tested = {file for recipe in RECIPES.values() for file in recipe.files}
+    tested |= {f"ce_only/{name}.yaml" for name in RECIPES}
+    assert files == tested
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_config_holds_the_recipe_and_its_ce_twin_differs_only_in_the_loss(name, in_tmp_dir, monkeypatch):
+    recipe = RECIPES[name]
+    root = "--data.init_args.root=/nowhere"
+    config = _parse([*_config_args(name, ce_only=False), root], monkeypatch)
+    trainer, model, data = config["trainer"], config["model"]["init_args"], config["data"]["init_args"]
+    # 4 GPUs, DDP, SyncBatchNorm (method.md C3); the global batch is per-device batch x devices
+    assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == ("gpu", 4, "ddp")
+    assert trainer["sync_batchnorm"] is True and trainer["max_steps"] == recipe.iterations
+    assert data["batch_size"] * trainer["devices"] == recipe.global_batch
+    assert tuple(data["crop_size"]) == recipe.crop
+    assert config["data"]["class_path"] == f"msccl.data.{recipe.data_class}"
+    assert model["net"]["init_args"]["pretrained"] is True  # ImageNet-pretrained backbones
+    # the paper's contrastive loss: defaults, budget per device, weight 0.1, 256-d heads (method.md A)
+    contrastive = model["contrastive"]
+    assert contrastive["class_path"] == "msccl.contrastive.MSCSContrastiveLoss"
+    settings = contrastive["init_args"]
+    assert (settings["temperature"], settings["budget"], settings["cross_scale_weights"]) == (
+        0.1,
+        "per_device",
+        [1.0, 1.0],
+    )
+    assert settings["scale_weights"] == [1.0, 0.7, 0.4, 0.1][: len(recipe.taps)]
+    assert (settings["min_views_per_class"], settings["max_views_per_class"]) == (5, 2500)
+    assert settings["max_features_total"] == 10000 and settings["multi_scale"] and settings["cross_scale"]
+    assert (model["contrastive_weight"], model["projection_dim"]) == (0.1, 256)
+    for key, value in recipe.extra.items():
+        assert (data | model["net"]["init_args"])[key] == value, key
+    for key, value in recipe.evaluation.items():
+        assert _tuples(model["evaluation"][key]) == value, key
+    # the CE-only twin: the same config but for the loss and the run directory
+    twin = _parse([*_config_args(name, ce_only=True), root], monkeypatch)
+    assert twin["model"]["init_args"].pop("contrastive") is None
+    assert twin["trainer"].pop("default_root_dir") == trainer.pop("default_root_dir") + "_ce"
+    model.pop("contrastive")
+    assert twin == config
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("cityscapes_hrnet_w48", "hf download timm/hrnet_w48.ms_in1k model.safetensors"),
+        ("cityscapes_deeplabv3_r101", "hf download smp-hub/resnet101.imagenet model.safetensors"),
+        ("ade20k_upernet_swin_t", "hf download timm/swin_tiny_patch4_window7_224.ms_in1k model.safetensors"),
+    ],
+)
+def test_pretrained_backbone_offline_fails_at_once_naming_the_weights(name, says, empty_caches, in_tmp_dir):  # noqa: F811
+    tree = in_tmp_dir / "data"
+    RECIPES[name].tree(tree)
+    # through the CLI, jsonargparse re-raises PretrainedWeightsNotFound as a ValueError with its message
+    with pytest.raises((PretrainedWeightsNotFound, ValueError), match="never downloads") as error:
+        build_cli([*_config_args(name, ce_only=False), f"--data.init_args.root={tree}"], run=False)
+    assert says in str(error.value)
+
+
+class OneStep(Callback):
+    """Ends `fit` after one optimiser step (validation then runs once), leaving `max_steps`, and with it the
+    learning-rate schedule, as configured; records which trainable parameters got no gradient."""
+
+    without_gradient: list[str] | None = None
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
+        self.without_gradient = [
+            n for n, p in module.named_parameters() if p.requires_grad and p.grad is None
+        ]
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        trainer.should_stop = True
+
+
+def _tiny(name: str, tree: Path) -> list[str]:
+    """Root, crop and the sizes tied to the crop: Swin's patch grid and the sliding window."""
+    recipe = RECIPES[name]
+    crop = (64, 64) if recipe.crop[0] == recipe.crop[1] else (32, 64)
+    args = [f"--data.init_args.root={tree}", f"--data.init_args.crop_size=[{crop[0]}, {crop[1]}]"]
+    if "encoder_kwargs" in recipe.extra:
+        kwargs = {**recipe.extra["encoder_kwargs"], "img_size": crop[0]}
+        args.append(f"--model.init_args.net.init_args.encoder_kwargs={json.dumps(kwargs)}")
+    if recipe.evaluation["mode"] == "sliding":
+        # multi-scale: twice the crop, one window per image and scale (up to 1.75x), so fewer passes; one
+        # scale: the crop itself (Swin's patch grid)
+        factor = 2 if len(recipe.evaluation["scales"]) > 1 else 1
+        args.append(f"--model.init_args.evaluation.crop=[{factor * crop[0]}, {factor * crop[1]}]")
+    return args
+
+
+@pytest.mark.parametrize("ce_only", [False, True], ids=["contrastive", "ce_only"])
+@pytest.mark.parametrize("name", RECIPES)
+def test_full_size_network_trains_one_step_and_evaluates(name, ce_only, in_tmp_dir, monkeypatch):
+    recipe = RECIPES[name]
+    saved: list[str] = []
+    monkeypatch.setattr(
+        L.Trainer, "save_checkpoint", lambda self, path, *a, **k: saved.append(Path(path).name)
+    )
+    tree = in_tmp_dir / "data"
+    recipe.tree(tree)
+    stop = f"--trainer.callbacks+={__name__}.OneStep"
+    torch.manual_seed(0)
+    cli = build_cli(["fit", *_config_args(name, ce_only), *CPU, *_tiny(name, tree), stop])
+    trainer, module, data = cli.trainer, cli.model, cli.datamodule
+
+    assert trainer.global_step == 1 and "last.ckpt" in saved
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/mIoU" in metrics
+    assert ("train/contrastive" in metrics) is not ce_only
+    # every trainable parameter got a gradient: DDP needs no find_unused_parameters
+    (one_step,) = [c for c in trainer.callbacks if isinstance(c, OneStep)]
+    assert one_step.without_gradient == []
+    # the network at full size, its taps as method.md A1 says
+    assert [(t.channels, t.stride) for t in module.net.taps] == recipe.taps
+    assert sum(p.numel() for p in module.net.parameters()) / 1e6 > recipe.min_parameters_m
+    assert (module.contrastive_loss is None) is ce_only
+    # data: the dataset's classes and the paper's augmentation
+    assert type(data).__name__ == recipe.data_class and module.num_classes == recipe.num_classes
+    assert data.augmentation == PAPER_AUGMENTATION
+    # loss weights, optimiser and per-iteration schedule over the configured iterations (method.md C3)
+    if recipe.class_weights is None:
+        assert module.class_weights is None
+    else:
+        assert module.class_weights.tolist() == pytest.approx(recipe.class_weights)
+    optimizer = trainer.optimizers[0]
+    assert type(optimizer) is recipe.optimizer
+    for key, value in recipe.optimizer_settings.items():
+        assert optimizer.defaults[key] == pytest.approx(value), key
+    if recipe.optimizer is torch.optim.AdamW:  # no decay on norms, biases and position tables
+        decayed, exempt = optimizer.param_groups
+        assert exempt["weight_decay"] == 0.0 and len(exempt["params"]) > 100
+        names = {id(p): n for n, p in module.named_parameters()}
+        assert any("relative_position_bias_table" in names[id(p)] for p in exempt["params"])
+    factor = trainer.lr_scheduler_configs[0].scheduler.lr_lambdas[0]
+    total, warmup = recipe.iterations, recipe.warmup_steps
+    assert factor(total) == 0.0 and factor(total // 2) == pytest.approx(0.5**recipe.poly_power)
+    assert factor(0) == pytest.approx(1.0 if warmup == 0 else 1e-6)
+    if warmup:
+        assert factor(warmup // 2) == pytest.approx(0.5, abs=1e-3)
+    # evaluation: the recipe's protocol (at the tiny crop) runs on the test split
+    evaluation = module.evaluation
+    for key, value in recipe.evaluation.items():
+        if key != "crop":
+            assert getattr(evaluation, key) == value, key
+    if not ce_only:
+        trainer.test(module, datamodule=data)
+        assert 0.0 <= float(trainer.callback_metrics["test/mIoU"]) <= 1.0
