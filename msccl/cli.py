@@ -116,8 +116,8 @@ class MscclCLI(LightningCLI):
     after_fit = after_validate = after_test = _write_summary
 
 
-def build_cli(args: list[str], run: bool = True) -> MscclCLI:
-    """Parse `args` (and run the subcommand unless `run=False`); the CLI object keeps model/trainer."""
+def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
+    """Parse `args` (None: the command line) and run the subcommand unless `run=False`."""
     return MscclCLI(
         SegmentationModule,
         SegmentationDataModule,
@@ -141,8 +141,8 @@ EXTRA_COMMANDS: dict[str, str] = {
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `msccl` console script (`args` defaults to `sys.argv[1:]`)."""
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] in EXTRA_COMMANDS:
-        module, function = EXTRA_COMMANDS[args[0]].split(":")
-        sys.exit(getattr(importlib.import_module(module), function)(args[1:]))
-    build_cli(args)
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, function = EXTRA_COMMANDS[argv[0]].split(":")
+        sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
+    build_cli(args)  # None lets LightningCLI read sys.argv itself (and not warn about both)

@@ -39,7 +39,7 @@ def test_fit_writes_one_run_directory_then_validate_and_test_from_checkpoint(in_
 
 
 def test_fit_prints_the_iou_table_with_class_names(in_tmp_dir, capfd):
-    build_cli(["fit", *TINY_SYNTHETIC])
+    build_cli(["fit", *TINY_SYNTHETIC, "--trainer.enable_progress_bar=true"])  # as `make demo` runs
     printed = "".join(capfd.readouterr())
     assert "validation after 3 steps" in printed
     for name in ("background", "fine_stripes", "wire", "mIoU"):
