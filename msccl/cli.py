@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -112,6 +113,7 @@ class MscclCLI(LightningCLI):
     def _write_summary(self) -> None:
         if self.run_dir is not None and self.trainer.is_global_zero:
             write_summary(self.run_dir, self.trainer.callback_metrics)
+            print(f"run directory: {self.run_dir} (config.yaml, metrics, checkpoints, summary.json)")
 
     after_fit = after_validate = after_test = _write_summary
 
@@ -141,6 +143,8 @@ EXTRA_COMMANDS: dict[str, str] = {
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `msccl` console script (`args` defaults to `sys.argv[1:]`)."""
+    # Lightning 2.6 on torch 2.14 warns about its own pytree use at every fit: noise for a user
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     argv = sys.argv[1:] if args is None else args
     if argv and argv[0] in EXTRA_COMMANDS:
         module, function = EXTRA_COMMANDS[argv[0]].split(":")
