@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -112,12 +113,13 @@ class MscclCLI(LightningCLI):
     def _write_summary(self) -> None:
         if self.run_dir is not None and self.trainer.is_global_zero:
             write_summary(self.run_dir, self.trainer.callback_metrics)
+            print(f"run directory: {self.run_dir} (config.yaml, metrics, checkpoints, summary.json)")
 
     after_fit = after_validate = after_test = _write_summary
 
 
-def build_cli(args: list[str], run: bool = True) -> MscclCLI:
-    """Parse `args` (and run the subcommand unless `run=False`); the CLI object keeps model/trainer."""
+def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
+    """Parse `args` (None: the command line) and run the subcommand unless `run=False`."""
     return MscclCLI(
         SegmentationModule,
         SegmentationDataModule,
@@ -141,8 +143,10 @@ EXTRA_COMMANDS: dict[str, str] = {
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `msccl` console script (`args` defaults to `sys.argv[1:]`)."""
-    args = sys.argv[1:] if args is None else args
-    if args and args[0] in EXTRA_COMMANDS:
-        module, function = EXTRA_COMMANDS[args[0]].split(":")
-        sys.exit(getattr(importlib.import_module(module), function)(args[1:]))
-    build_cli(args)
+    # Lightning 2.6 on torch 2.14 warns about its own pytree use at every fit: noise for a user
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] in EXTRA_COMMANDS:
+        module, function = EXTRA_COMMANDS[argv[0]].split(":")
+        sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
+    build_cli(args)  # None lets LightningCLI read sys.argv itself (and not warn about both)

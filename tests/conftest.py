@@ -14,6 +14,7 @@ TINY_SYNTHETIC = [
     f"--config={SYNTHETIC_CONFIG}",
     "--trainer.max_epochs=1",
     "--trainer.limit_train_batches=3",
+    "--trainer.log_every_n_steps=1",
     "--trainer.limit_val_batches=2",
     "--trainer.limit_test_batches=2",
     "--trainer.enable_progress_bar=false",

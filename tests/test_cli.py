@@ -23,7 +23,12 @@ def test_fit_writes_one_run_directory_then_validate_and_test_from_checkpoint(in_
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
     assert (run_dir / "config.yaml").is_file()
-    assert (run_dir / "metrics.csv").is_file()
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
+    for term in ("train/ce", "train/contrastive", "train/contrastive_weight", "val/mIoU", "val/IoU/wire"):
+        assert term in header, term
+    for scale in range(4):  # every contrastive term of conf/synthetic.yaml is logged
+        assert f"train/contrastive/ms/s{scale}" in header and f"train/contrastive/samples/s{scale}" in header
+    assert {"train/contrastive/cs/s0-s3", "train/contrastive/cs/s0-s2"} <= set(header)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file()
     assert torch.load(last, weights_only=False)["global_step"] == 3
@@ -39,7 +44,7 @@ def test_fit_writes_one_run_directory_then_validate_and_test_from_checkpoint(in_
 
 
 def test_fit_prints_the_iou_table_with_class_names(in_tmp_dir, capfd):
-    build_cli(["fit", *TINY_SYNTHETIC])
+    build_cli(["fit", *TINY_SYNTHETIC, "--trainer.enable_progress_bar=true"])  # as `make demo` runs
     printed = "".join(capfd.readouterr())
     assert "validation after 3 steps" in printed
     for name in ("background", "fine_stripes", "wire", "mIoU"):

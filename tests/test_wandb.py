@@ -32,4 +32,4 @@ def test_offline_wandb_run_logs_everything_inside_the_run_directory(tmp_path):
 
     outside = [p for p in work.rglob("*") if p.is_file() and run_dir not in p.parents]
     assert outside == []
-    assert [p for p in home.rglob("*") if "wandb" in str(p).lower()] == []
+    assert [p for p in home.rglob("*") if "wandb" in str(p.relative_to(home)).lower()] == []

@@ -207,7 +207,9 @@ class SegmentationModule(L.LightningModule):
 
     def print_iou_table(self, title: str) -> None:
         table = format_iou_table(self.last_iou["iou"].cpu(), self.class_names, title, self.class_groups)
-        self.print("\n" + table + "\n")
+        # not `self.print`: once fit has closed the progress bars, it prints nothing at all
+        if self.global_rank == 0:
+            print("\n" + table + "\n", flush=True)
 
     # ---- optimisation -------------------------------------------------------------------------------
     def trainable_modules(self) -> list[torch.nn.Module]:
