@@ -3,8 +3,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from msccl.data import IGNORE_INDEX, SyntheticDataModule, SyntheticSegmentation
+from msccl.training.metrics import SegmentationIoU
+from tests.conftest import SYNTHETIC_CONFIG
 
 
 def test_same_seed_same_images_different_seed_different_images():
@@ -57,3 +60,17 @@ def test_datamodule_splits_differ_and_expose_class_facts():
 def test_bad_class_count_is_rejected():
     with pytest.raises(ValueError, match="num_classes"):
         SyntheticDataModule(num_classes=9)
+
+
+def test_constant_prediction_on_the_demo_validation_split_scores_about_a_tenth():
+    """The floor the README compares the demo against: predicting "background" everywhere."""
+    data_args = yaml.safe_load(SYNTHETIC_CONFIG.read_text())["data"]["init_args"]
+    dm = SyntheticDataModule(**{**data_args, "num_workers": 0})
+    dm.setup("fit")
+    metric = SegmentationIoU(dm.num_classes)
+    for batch in dm.val_dataloader():
+        metric.update(torch.zeros_like(batch["label"]), batch["label"])
+    result = metric.compute()
+    background_iou = float(result["iou"][0])
+    assert 0.7 < background_iou < 0.8 and torch.all(result["iou"][1:] == 0)
+    assert 0.085 < float(result["mIoU"]) < 0.105  # README: 9.6%
