@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import lightning as L
 import torch
@@ -179,14 +180,17 @@ class SegmentationModule(L.LightningModule):
     def _log_iou(self, metric: SegmentationIoU, stage: str) -> dict[str, Tensor]:
         result = metric.compute()
         metric.reset()
-        self.log(f"{stage}/mIoU", result["mIoU"])
-        self.log(f"{stage}/pixel_accuracy", result["pixel_accuracy"])
+        # compute() summed the confusion matrix over processes, so every rank logs the same values (and the
+        # same keys); sync_dist averages identical values, which changes nothing but Lightning's DDP warning
+        log = partial(self.log, sync_dist=True)
+        log(f"{stage}/mIoU", result["mIoU"])
+        log(f"{stage}/pixel_accuracy", result["pixel_accuracy"])
         for name, value in zip(self.class_names, result["iou"], strict=True):
             if not value.isnan():  # a class absent from targets and predictions has no IoU
-                self.log(f"{stage}/IoU/{name}", value)
+                log(f"{stage}/IoU/{name}", value)
         for name, value in group_miou(result["iou"], self.class_groups).items():
             if not value.isnan():
-                self.log(f"{stage}/mIoU/{name}", value)
+                log(f"{stage}/mIoU/{name}", value)
         return result
 
     def on_validation_epoch_end(self) -> None:
