@@ -128,24 +128,29 @@ def measure(
         ):
             module(images)
 
+    warm_up = 3 if device.type == "cuda" else 1  # CUDA: kernel selection, allocator, autocast casts
     module.train()
-    train_step()  # warm-up: optimiser state, allocator, kernels
+    for _ in range(warm_up):  # optimiser state, allocator, kernels
+        train_step()
     result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
     result["train_peak_mib"] = peak_memory_mib(train_step, device)
     result["train_wall_s"], result["train_cpu_s"] = timed(train_step, repeats, device)
     module.eval()
-    inference()
+    for _ in range(warm_up):
+        inference()
     result["infer_peak_mib"] = peak_memory_mib(inference, device)
     result["infer_wall_s"], result["infer_cpu_s"] = timed(inference, repeats, device)
     if device.type == "cuda":
         for label, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
             scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
             module.train()
-            train_step(dtype, scaler)
+            for _ in range(warm_up):
+                train_step(dtype, scaler)
             wall, _ = timed(partial(train_step, dtype, scaler), repeats, device)
             result[f"train_{label}_images_per_s"] = batch / wall
             module.eval()
-            inference(dtype)
+            for _ in range(warm_up):
+                inference(dtype)
             wall, _ = timed(partial(inference, dtype), repeats, device)
             result[f"infer_{label}_images_per_s"] = batch / wall
     return result
