@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +29,18 @@ TINY_SYNTHETIC = [
     "--model.init_args.net.init_args.pyramid_channels=32",
     "--model.init_args.net.init_args.segmentation_channels=32",
 ]
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A Trainer for in-process tests: no logger, checkpoints, progress bar, summary or sanity check."""
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return L.Trainer(**{**quiet, **kwargs})
 
 
 @pytest.fixture

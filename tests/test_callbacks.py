@@ -10,7 +10,7 @@ from msccl.data import SyntheticDataModule
 from msccl.models import FPN
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import NonFiniteLossGuard
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC, quiet_trainer
 
 
 def _tiny_net(num_classes: int) -> FPN:
@@ -41,16 +41,7 @@ class ParameterSnapshots(Callback):
 
 def _fit(module: SegmentationModule, max_steps: int, *callbacks: Callback) -> L.Trainer:
     data = SyntheticDataModule(num_classes=4, image_size=32, num_train=16, num_val=2, batch_size=2)
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=list(callbacks),
-    )
+    trainer = quiet_trainer(max_steps=max_steps, limit_val_batches=0, callbacks=list(callbacks))
     trainer.fit(module, data)
     return trainer
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from torch import nn
@@ -10,7 +9,7 @@ from msccl.data import SyntheticDataModule
 from msccl.models import FPN, SegmentationNet, Tap
 from msccl.training import SegmentationIoU, SegmentationModule
 from msccl.training.evaluation import Evaluation, window_starts
-from tests.conftest import TINY_SYNTHETIC
+from tests.conftest import TINY_SYNTHETIC, quiet_trainer
 
 NUM_CLASSES = 3
 BIAS = 12.0  # pushes class 0 above the correct logit (10) where a model is "wrong"
@@ -151,14 +150,7 @@ class _CountingNet(PixelwiseNet):
 def test_fit_validates_on_whole_images_unless_asked_and_validate_uses_the_evaluation():
     data = SyntheticDataModule(num_classes=NUM_CLASSES, image_size=32, num_train=2, num_val=2, batch_size=2)
     module = SegmentationModule(_CountingNet, num_classes=NUM_CLASSES, evaluation=Evaluation(flip=True))
-    trainer = L.Trainer(
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_steps=1)
     trainer.fit(module, data)
     assert _CountingNet.calls == 2  # one training step, one validation batch: one pass each
     trainer.validate(module, data)

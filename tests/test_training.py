@@ -8,6 +8,7 @@ from msccl.data import SyntheticDataModule
 from msccl.models import FPN
 from msccl.training import SegmentationIoU, SegmentationModule
 from msccl.training.optim import parameter_groups, poly_with_warmup
+from tests.conftest import quiet_trainer
 
 
 def _tiny_module(**kwargs) -> SegmentationModule:
@@ -30,15 +31,7 @@ def test_overfitting_a_handful_of_images_lowers_loss_and_raises_miou():
     )
     # 150 epochs: after 80 the mIoU still depended on the random stream (0.48-0.61 over seeds 0-2,
     # around the 0.5 bar); after 150 it is ~0.87 for each
-    trainer = L.Trainer(
-        max_epochs=150,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=150,
-    )
+    trainer = quiet_trainer(max_epochs=150, check_val_every_n_epoch=150)
     batch = next(iter(data.train_dataloader()))
     module.eval()
     with torch.no_grad():

@@ -10,6 +10,7 @@ from msccl.contrastive import MSCSContrastiveLoss
 from msccl.data import SyntheticDataModule
 from msccl.models import FPN
 from msccl.training import ContrastiveWeightSchedule, SegmentationModule
+from tests.conftest import quiet_trainer
 
 NUM_CLASSES = 4
 
@@ -98,14 +99,11 @@ def test_schedule_drives_the_logged_weight_and_its_state_travels_in_the_checkpoi
             weights.append(module.effective_contrastive_weight)
 
     def trainer(max_steps: int, schedule: ContrastiveWeightSchedule) -> L.Trainer:
-        return L.Trainer(
+        return quiet_trainer(
             max_steps=max_steps,
             callbacks=[schedule, Record()],
             default_root_dir=tmp_path,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
+            enable_checkpointing=True,
             limit_val_batches=0,
         )
 
