@@ -41,7 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "CE + MS": ["--model.init_args.contrastive.init_args.cross_scale=false"],
     "CE + MS + CS": [],
 }
-"""Variant name -> its `msccl fit` overrides of conf/synthetic.yaml (method.md A4 terms on or off)."""
+"""Variant name -> its `msccl fit` overrides of conf/synthetic.yaml (docs/method.md A4 terms on or off)."""
 
 DEFAULT_BUDGET = [
     "--trainer.max_epochs=8",

@@ -1,4 +1,4 @@
-"""A loop-based baseline of method.md A2-A4 with the structure of the authors' public code.
+"""A loop-based baseline of docs/method.md A2-A4 with the structure of the authors' public code.
 
 Written from the specification for benchmarking only: per scale, a Python loop over the present
 (image, class) pairs with one nonzero, one randperm and one gather each from the [B, C, h*w] map (whose

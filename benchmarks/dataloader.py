@@ -2,7 +2,7 @@
 
 Writes temporary PNGs in the official Cityscapes layout, then measures images/s for
   decode       reading and checking image + label, label map (`CityscapesSegmentation.load`)
-  pipeline     decode + the training pipeline of method.md C3 (crop 512x1024), one process
+  pipeline     decode + the training pipeline of docs/method.md C3 (crop 512x1024), one process
   loader (N)   the DataModule's training DataLoader with N worker processes (batches of --batch-size),
                timed over a second epoch so that worker start-up is not counted
 and prints a table with images/s and images/s per worker process.

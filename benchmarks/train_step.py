@@ -1,5 +1,5 @@
 """Training-step time and peak memory with and without the contrastive loss, per architecture, and inference
-time with and without it (equal by design: the projection heads never run at inference, method.md A1).
+time with and without it (equal by design: the projection heads never run at inference, docs/method.md A1).
 
 For every architecture of the model zoo (the "small" presets; `--paper` for the paper's networks), a
 `SegmentationModule` is built from the same seed twice: cross-entropy (+ auxiliary CE) only, and with

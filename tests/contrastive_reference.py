@@ -1,4 +1,4 @@
-"""A slow, obviously correct reference of method.md A3/A4, written straight from the formulas.
+"""A slow, obviously correct reference of docs/method.md A3/A4, written straight from the formulas.
 
 Python loops over anchors and positives, float64, no stabilisation tricks: only for tiny inputs.
 """

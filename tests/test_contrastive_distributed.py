@@ -1,4 +1,4 @@
-"""The global DDP budget (method.md B6) with 2 CPU processes and gloo, against one process."""
+"""The global DDP budget (docs/method.md B6) with 2 CPU processes and gloo, against one process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Projection heads (method.md A1)."""
+"""Projection heads (docs/method.md A1)."""
 
 from __future__ import annotations
 

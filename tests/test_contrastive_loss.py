@@ -1,4 +1,4 @@
-"""MSCSContrastiveLoss (method.md A4, B3, B5, B7) against the loop reference, plus its configuration."""
+"""MSCSContrastiveLoss (docs/method.md A4, B3, B5, B7) against the loop reference, plus its configuration."""
 
 from __future__ import annotations
 

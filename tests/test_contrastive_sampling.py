@@ -1,4 +1,4 @@
-"""Label downsampling and the class-balanced sampler (method.md A2, B1, B4, B7)."""
+"""Label downsampling and the class-balanced sampler (docs/method.md A2, B1, B4, B7)."""
 
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def test_every_sample_is_a_distinct_pixel_of_its_label_and_every_present_pair_gi
 
 
 def test_the_last_class_id_is_sampled():
-    # method.md B4: the original drops the last class id; every real class must be sampled here.
+    # docs/method.md B4: the original drops the last class id; every real class must be sampled here.
     labels = torch.full((1, 4, 4), 7)
     labels[0, :2] = 0
     sample = sample_class_balanced(torch.randn(1, 2, 4, 4), labels, num_classes=8)

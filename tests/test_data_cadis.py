@@ -13,7 +13,7 @@ from msccl.data import CaDIS, CaDISSegmentation, DatasetError
 from msccl.data.sampling import RepeatFactorSampler, repeat_factors
 from tests.dataset_trees import cadis_tree, expected_train_ids, tiny_fit_args, write_image
 
-# method.md C1, written out independently of msccl's tables
+# docs/method.md C1, written out independently of msccl's tables
 TASK_TRAIN_IDS = {
     1: {**{k: k for k in range(7)}, **{k: 7 for k in range(7, 36)}},
     2: {

@@ -1,4 +1,4 @@
-"""The training pipeline of method.md C3 and the pitfalls around it (pitfalls.md: padding, interpolation)."""
+"""The training pipeline of docs/method.md C3 and the pitfalls around it (docs/pitfalls.md: padding, interpolation)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _misaligned_pixels(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_image_and_label_stay_aligned_through_the_whole_pipeline(seed):
-    # crop 48x48 of a 96x128 image rescaled by 0.5..2: no padding, every other step of method.md C3
+    # crop 48x48 of a 96x128 image rescaled by 0.5..2: no padding, every other step of docs/method.md C3
     image, label = _block_pattern(seed)
     out = _pipeline(seed)(image=image, mask=label)
     checked, wrong = _misaligned_pixels(out["image"].numpy(), out["mask"].numpy())
@@ -83,7 +83,7 @@ def test_masks_never_get_interpolated_values(seed):
 
 
 def test_padding_is_ignore_in_the_label_and_black_in_the_image():
-    # no rescale, crop larger than the image: padding on every side (pitfalls.md: albumentations'
+    # no rescale, crop larger than the image: padding on every side (docs/pitfalls.md: albumentations'
     # PadIfNeeded reflects by default and would fill masks with 0 = a real class)
     image = np.full((20, 30, 3), 200, np.uint8)
     label = np.full((20, 30), 4, np.uint8)

@@ -1,4 +1,4 @@
-"""The paper's recipes in conf/experiments/ (method.md C3): each config, alone or composed with its task file
+"""The paper's recipes in conf/experiments/ (docs/method.md C3): each config, alone or composed with its task file
 and CE-only twin, parses with the recipe's settings, fails offline with a clear message for its ImageNet
 weights, and builds its network at full size and trains one step at a tiny crop on the CPU, so none rots.
 
@@ -30,7 +30,7 @@ CPU = [
     "--trainer.accelerator=cpu",
     "--trainer.devices=1",
     "--trainer.strategy=auto",
-    "--trainer.sync_batchnorm=false",  # raises on CPU (pitfalls.md); the configs turn it on for GPUs
+    "--trainer.sync_batchnorm=false",  # raises on CPU (docs/pitfalls.md); the configs turn it on for GPUs
     "--trainer.num_sanity_val_steps=0",
     "--trainer.limit_val_batches=1",
     "--trainer.limit_test_batches=1",
@@ -39,7 +39,7 @@ CPU = [
     "--data.init_args.num_workers=0",
     "--model.init_args.net.init_args.pretrained=false",
 ]
-# method.md C3: the paper's augmentation, which the experiments take from the data modules' defaults
+# docs/method.md C3: the paper's augmentation, which the experiments take from the data modules' defaults
 PAPER_AUGMENTATION = {
     "scale_range": (0.5, 2.0),
     "aspect_range": (0.9, 1.1),
@@ -57,7 +57,7 @@ CITYSCAPES_CLASS_WEIGHTS = [
 
 @dataclass(frozen=True)
 class Recipe:
-    """What method.md C3 (or the config header, where the paper released nothing) says a run is."""
+    """What docs/method.md C3 (or the config header, where the paper released nothing) says a run is."""
 
     files: tuple[str, ...]  # conf/experiments files, in the order they are given
     tree: Callable[[Path], object]  # writes a tiny dataset tree in the publisher's layout
@@ -172,14 +172,14 @@ def test_config_holds_the_recipe_and_its_ce_twin_differs_only_in_the_loss(name, 
     root = "--data.init_args.root=/nowhere"
     config = _parse([*_config_args(name, ce_only=False), root], monkeypatch)
     trainer, model, data = config["trainer"], config["model"]["init_args"], config["data"]["init_args"]
-    # 4 GPUs, DDP, SyncBatchNorm (method.md C3); the global batch is per-device batch x devices
+    # 4 GPUs, DDP, SyncBatchNorm (docs/method.md C3); the global batch is per-device batch x devices
     assert (trainer["accelerator"], trainer["devices"], trainer["strategy"]) == ("gpu", 4, "ddp")
     assert trainer["sync_batchnorm"] is True and trainer["max_steps"] == recipe.iterations
     assert data["batch_size"] * trainer["devices"] == recipe.global_batch
     assert tuple(data["crop_size"]) == recipe.crop
     assert config["data"]["class_path"] == f"msccl.data.{recipe.data_class}"
     assert model["net"]["init_args"]["pretrained"] is True  # ImageNet-pretrained backbones
-    # the paper's contrastive loss: defaults, budget per device, weight 0.1, 256-d heads (method.md A)
+    # the paper's contrastive loss: defaults, budget per device, weight 0.1, 256-d heads (docs/method.md A)
     contrastive = model["contrastive"]
     assert contrastive["class_path"] == "msccl.contrastive.MSCSContrastiveLoss"
     settings = contrastive["init_args"]
@@ -274,14 +274,14 @@ def test_full_size_network_trains_one_step_and_evaluates(name, ce_only, in_tmp_d
     # every trainable parameter got a gradient: DDP needs no find_unused_parameters
     (one_step,) = [c for c in trainer.callbacks if isinstance(c, OneStep)]
     assert one_step.without_gradient == []
-    # the network at full size, its taps as method.md A1 says
+    # the network at full size, its taps as docs/method.md A1 says
     assert [(t.channels, t.stride) for t in module.net.taps] == recipe.taps
     assert sum(p.numel() for p in module.net.parameters()) / 1e6 > recipe.min_parameters_m
     assert (module.contrastive_loss is None) is ce_only
     # data: the dataset's classes and the paper's augmentation
     assert type(data).__name__ == recipe.data_class and module.num_classes == recipe.num_classes
     assert data.augmentation == PAPER_AUGMENTATION
-    # loss weights, optimiser and per-iteration schedule over the configured iterations (method.md C3)
+    # loss weights, optimiser and per-iteration schedule over the configured iterations (docs/method.md C3)
     if recipe.class_weights is None:
         assert module.class_weights is None
     else:

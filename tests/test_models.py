@@ -18,7 +18,7 @@ from tests.conftest import REPO, SYNTHETIC_CONFIG
 
 NUM_CLASSES = 3
 SIZE = 64
-# Architectures whose training forward returns auxiliary logits (method.md A4: OCRNet, UPerNet).
+# Architectures whose training forward returns auxiliary logits (docs/method.md A4: OCRNet, UPerNet).
 WITH_AUX = {"OCRNet", "UPerNet"}
 # Tiny Swin (same code path as Swin-T: NHWC features, fixed patch grid) for UPerNet tests.
 TINY_SWIN = {
@@ -119,7 +119,7 @@ def test_one_training_step_with_cross_entropy_aux_and_a_contrastive_term_on_the_
     assert losses["contrastive/ms/s0"] > 0
 
 
-# ---- taps of the paper's configurations (method.md A1), announced at construction ---------------------
+# ---- taps of the paper's configurations (docs/method.md A1), announced at construction ---------------------
 @pytest.mark.parametrize(
     ("name", "kwargs", "expected"),
     [
@@ -148,7 +148,7 @@ def test_paper_configurations_announce_the_method_taps(name, kwargs, expected):
 
 
 def test_hrnet_taps_are_branch_outputs_not_timm_incre_features():
-    """pitfalls.md: timm's features_only gives 128/256/512/1024 (incre modules) unless feature_location=''."""
+    """docs/pitfalls.md: timm's features_only gives 128/256/512/1024 (incre modules) unless feature_location=''."""
     net = small("HRNet")  # hrnet_w18_small: branches 16/32/64/128
     assert [t.channels for t in net.taps] == [16, 32, 64, 128]
     assert not hasattr(net.backbone.body, "incre_modules") or net.backbone.body.incre_modules is None
@@ -194,7 +194,7 @@ def test_bad_settings_fail_naming_the_setting(name, kwargs, setting):
 
 @pytest.mark.parametrize("name", ["DeepLabV3", "DeepLabV3Plus"])
 def test_deeplab_training_with_one_image_explains_the_pooling_batchnorm(name):
-    """pitfalls.md: the ASPP image-pooling branch fails with batch 1 per device in training mode."""
+    """docs/pitfalls.md: the ASPP image-pooling branch fails with batch 1 per device in training mode."""
     net = small(name).train()
     with pytest.raises(ValueError, match="at least 2 images"):
         net(images(batch=1))

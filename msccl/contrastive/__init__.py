@@ -1,4 +1,4 @@
-"""Multi-scale and cross-scale supervised contrastive loss for segmentation (method.md A, B).
+"""Multi-scale and cross-scale supervised contrastive loss for segmentation (docs/method.md A, B).
 
 Depends on torch only, so the loss can be dropped into any training loop::
 

@@ -1,4 +1,4 @@
-"""The ``global`` sample budget across DDP ranks (method.md B6).
+"""The ``global`` sample budget across DDP ranks (docs/method.md B6).
 
 With ``budget="global"`` every rank
 

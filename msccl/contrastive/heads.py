@@ -1,4 +1,4 @@
-"""Projection heads of method.md A1: one per tapped scale, used in training only."""
+"""Projection heads of docs/method.md A1: one per tapped scale, used in training only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ __all__ = ["ProjectionHead", "ProjectionHeads"]
 
 
 class ProjectionHead(nn.Sequential):
-    """Conv1x1(C -> C, no bias) -> ReLU -> BatchNorm(C) -> Conv1x1(C -> dim, bias) (method.md A1).
+    """Conv1x1(C -> C, no bias) -> ReLU -> BatchNorm(C) -> Conv1x1(C -> dim, bias) (docs/method.md A1).
 
     The output is not normalised: the loss L2-normalises the sampled vectors.
     """

@@ -1,4 +1,4 @@
-"""The per-positive InfoNCE of method.md A3 for one set of anchors against one contrast set.
+"""The per-positive InfoNCE of docs/method.md A3 for one set of anchors against one contrast set.
 
 For anchor i with positives P(i) and negatives Neg(i) in the contrast set, l_ij = <z_i, z_j> / tau and
 S_i = sum_{n in Neg(i)} exp(l_in):
@@ -9,7 +9,7 @@ S_i = sum_{n in Neg(i)} exp(l_in):
 
 Only the one positive p is in each denominator (this is not SupCon).
 
-How it is computed (method.md B2, B8):
+How it is computed (docs/method.md B2, B8):
 
 - float32 with autocast disabled, whatever the input precision (float64 stays float64, for gradcheck);
   log S_i is a log-sum-exp over the negatives;
@@ -47,7 +47,7 @@ def infonce(
     temperature: float = 0.1,
     block_size: int = 512,
 ) -> Tensor:
-    """Mean per-positive InfoNCE of ``anchors`` [Na, D] against ``contrast`` [Nc, D] (method.md A3).
+    """Mean per-positive InfoNCE of ``anchors`` [Na, D] against ``contrast`` [Nc, D] (docs/method.md A3).
 
     The vectors are L2-normalised here. With ``contrast=None`` the anchors are contrasted with
     themselves and every anchor is excluded from its own positives (the multi-scale term, A4); otherwise
@@ -66,7 +66,7 @@ def infonce(
         _check_pair(contrast, contrast_labels, "contrast")
         if contrast.shape[1] != anchors.shape[1]:
             raise ValueError(f"anchors have dimension {anchors.shape[1]} but contrast {contrast.shape[1]}")
-    # method.md B2: float32 math whatever the autocast state or the input precision.
+    # docs/method.md B2: float32 math whatever the autocast state or the input precision.
     with torch.autocast(device_type=anchors.device.type, enabled=False):
         dtype = torch.float64 if anchors.dtype == torch.float64 else torch.float32
         za = F.normalize(anchors.to(dtype), dim=1)
@@ -174,7 +174,7 @@ def _loss_and_grads(
 # Up to this 1/tau, exp(l) with |l| <= 1/tau (unit vectors) can neither overflow nor underflow float32,
 # even summed over 10^6 terms (e^60 * 10^6 < 3.4e38 and e^-60 > 1.2e-38): log S_i = log sum exp(l_in)
 # is then exact without a max-shift, and one exp of a logits block serves its rows and its columns.
-# Smaller temperatures take the max-shifted log-sum-exp of _one_pass (method.md B2).
+# Smaller temperatures take the max-shifted log-sum-exp of _one_pass (docs/method.md B2).
 _UNSHIFTED_MAX_INV_TAU = 60.0
 
 # Rows [r0, r1); columns [c0, c1) are those sharing a label with some of these rows; single_class: all rows

@@ -1,4 +1,4 @@
-"""MSCSContrastiveLoss: the multi-scale and cross-scale contrastive loss of method.md A4.
+"""MSCSContrastiveLoss: the multi-scale and cross-scale contrastive loss of docs/method.md A4.
 
     L_contrast = sum_s w_s L_ms(s) + w_hl L_cs(0, S-1) + w_hm L_cs(0, S-2)
 
@@ -24,12 +24,12 @@ from msccl.contrastive.sampling import (
 
 __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 
-# method.md A4: multi-scale weights for 4 scales, highest resolution first.
+# docs/method.md A4: multi-scale weights for 4 scales, highest resolution first.
 PAPER_SCALE_WEIGHTS = (1.0, 0.7, 0.4, 0.1)
 
 
 class MSCSContrastiveLoss(nn.Module):
-    """Multi-scale + cross-scale supervised contrastive loss (Pissas et al., ECCV 2022; method.md A, B).
+    """Multi-scale + cross-scale supervised contrastive loss (Pissas et al., ECCV 2022; docs/method.md A, B).
 
     Args:
         num_classes: real classes are 0..num_classes-1; every one of them is sampled (B4).
@@ -105,7 +105,7 @@ class MSCSContrastiveLoss(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature
-        # method.md B5: the cross-scale temperature is honoured.
+        # docs/method.md B5: the cross-scale temperature is honoured.
         self.cross_scale_temperature = (
             temperature if cross_scale_temperature is None else cross_scale_temperature
         )
@@ -230,11 +230,11 @@ class MSCSContrastiveLoss(nn.Module):
         for s, sample in enumerate(samples):
             if sample is None:
                 continue
-            # method.md B2: float32 from here on (float64 stays float64, for exact tests).
+            # docs/method.md B2: float32 from here on (float64 stays float64, for exact tests).
             z = sample.features if sample.features.dtype == torch.float64 else sample.features.float()
             y = sample.labels
             if gather:
-                z, y = gather_samples(z, y)  # method.md B6
+                z, y = gather_samples(z, y)  # docs/method.md B6
             vectors[s] = (z, y)
             terms[f"samples/s{s}"] = torch.tensor(float(z.shape[0]), device=z.device)
 

@@ -1,8 +1,8 @@
-"""Label downsampling and the class-balanced sampler of method.md A2, vectorised over the batch (B1).
+"""Label downsampling and the class-balanced sampler of docs/method.md A2, vectorised over the batch (B1).
 
 The sampler draws, at one scale, exactly V pixel positions from every present (image, class) pair,
 uniformly without replacement, and gathers their feature vectors with a single indexing operation, so
-the backward writes the feature-map gradient once (method.md B8). The only host-device synchronisation
+the backward writes the feature-map gradient once (docs/method.md B8). The only host-device synchronisation
 is one small read per scale, needed because the output size V * T depends on the label counts.
 """
 
@@ -78,7 +78,7 @@ def downsample_labels(
 ) -> Tensor:
     """Downsample integer labels [B, H, W] to ``size`` = (h, w).
 
-    ``nearest`` (method.md A2.1, the paper): PyTorch's legacy nearest neighbour, i.e. the top-left pixel
+    ``nearest`` (docs/method.md A2.1, the paper): PyTorch's legacy nearest neighbour, i.e. the top-left pixel
     of each r x r block when H = r * h. ``majority`` (B7, an option): the most frequent value of each
     r x r block, where ignore counts as a value like any class; ties go to the smallest class id and
     ignore loses every tie. So an all-ignore block stays ignore, and so does a block in which ignore is
@@ -93,7 +93,7 @@ def downsample_labels(
     if (h, w) == (H, W):
         return labels
     if mode == "nearest":
-        # method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
+        # docs/method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
         return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
     if mode != "majority":
         raise ValueError(f"label downsampling must be 'nearest' or 'majority', got {mode!r}")
@@ -122,7 +122,7 @@ def downsample_labels(
 def views_per_pair(
     num_pairs: int, min_count: int, max_views_per_class: int = 2500, max_features_total: int = 10000
 ) -> int:
-    """method.md A2.4: V = min count over present pairs, capped at max_views_per_class; V*T <= the total.
+    """docs/method.md A2.4: V = min count over present pairs, capped at max_views_per_class; V*T <= the total.
 
     Returns 0 when there is no present pair (or more pairs than max_features_total).
     """
@@ -146,7 +146,7 @@ def sample_class_balanced(
     generator: torch.Generator | None = None,
     pair_stats_reducer: Callable[[Tensor], Tensor] | None = None,
 ) -> ClassBalancedSample:
-    """Draw V samples from every present (image, class) pair of one scale (method.md A2.2-A2.5).
+    """Draw V samples from every present (image, class) pair of one scale (docs/method.md A2.2-A2.5).
 
     Args:
         features: [B, C, h, w] projected feature map of this scale.
@@ -170,10 +170,10 @@ def sample_class_balanced(
     image = torch.arange(B, device=device).repeat_interleave(h * w)
     invalid = _invalid_label_mask(flat, num_classes, ignore_index)
     usable = (flat != ignore_index) & ~invalid
-    # method.md A2.2: pixel count n_bc of every (image, class) pair, ignore in an extra last bucket.
+    # docs/method.md A2.2: pixel count n_bc of every (image, class) pair, ignore in an extra last bucket.
     pair = torch.where(usable, image * num_classes + flat, num_pairs_total)
     counts = torch.bincount(pair, minlength=num_pairs_total + 1)[:num_pairs_total]
-    # method.md A2.3: a pair is present when it has at least min_views_per_class pixels.
+    # docs/method.md A2.3: a pair is present when it has at least min_views_per_class pixels.
     present = counts >= min_views_per_class
     big = torch.iinfo(torch.int64).max
     min_count = torch.where(present, counts, big).amin() if num_pairs_total else counts.new_tensor(big)
@@ -190,7 +190,7 @@ def sample_class_balanced(
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return ClassBalancedSample(features.flatten(2)[empty, :, empty], empty, empty, views, local_pairs)
 
-    # method.md A2.5: uniform draw without replacement inside every pair, for all pairs at once: sort the
+    # docs/method.md A2.5: uniform draw without replacement inside every pair, for all pairs at once: sort the
     # pixels by (pair id, random key); the first V pixels of each pair's run are a uniform V-subset.
     noise = torch.randint(0, 1 << _RANDOM_BITS, flat.shape, device=device, generator=generator)
     order = torch.argsort((pair << _RANDOM_BITS) | noise)

@@ -1,4 +1,4 @@
-"""ADE20K, the SceneParsing benchmark release (Zhou et al., 2017), 150 classes (method.md C1).
+"""ADE20K, the SceneParsing benchmark release (Zhou et al., 2017), 150 classes (docs/method.md C1).
 
     root/ADEChallengeData2016/images/{training,validation}/ADE_*.jpg
     root/ADEChallengeData2016/annotations/{training,validation}/ADE_*.png
@@ -196,7 +196,7 @@ class ADE20KSegmentation(FileSegmentation):
 
 
 class ADE20K(FileDataModule):
-    """ADE20K from `root`; crop 512x512 (method.md C3). Image sizes vary: validation batches of one.
+    """ADE20K from `root`; crop 512x512 (docs/method.md C3). Image sizes vary: validation batches of one.
 
     `msccl test` evaluates `val` (the release has no test labels).
     """

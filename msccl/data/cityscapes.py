@@ -1,4 +1,4 @@
-"""Cityscapes (Cordts et al., 2016) in its official layout, 19 evaluation classes (method.md C1).
+"""Cityscapes (Cordts et al., 2016) in its official layout, 19 evaluation classes (docs/method.md C1).
 
     root/leftImg8bit/{train,val,test}/<city>/<stem>_leftImg8bit.png
     root/gtFine/{train,val,test}/<city>/<stem>_gtFine_labelIds.png
@@ -83,7 +83,7 @@ class CityscapesSegmentation(FileSegmentation):
 
 
 class Cityscapes(FileDataModule):
-    """Cityscapes from `root` (containing `leftImg8bit/` and `gtFine/`); crop 512x1024 (method.md C3).
+    """Cityscapes from `root` (containing `leftImg8bit/` and `gtFine/`); crop 512x1024 (docs/method.md C3).
 
     `msccl test` evaluates `val` by default: the official test labels are placeholders.
     """

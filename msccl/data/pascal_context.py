@@ -1,4 +1,4 @@
-"""PASCAL-Context (Mottaghi et al., 2014), the 59-class benchmark (method.md C1).
+"""PASCAL-Context (Mottaghi et al., 2014), the 59-class benchmark (docs/method.md C1).
 
 The layout most toolkits document (mmsegmentation's; labels made by its converter from the Detail API):
 

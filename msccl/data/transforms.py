@@ -30,7 +30,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class RandomRescale(A.DualTransform):
-    """Resize by s ~ U[scale_range]; the width additionally by a ~ U[aspect_range] (method.md C3).
+    """Resize by s ~ U[scale_range]; the width additionally by a ~ U[aspect_range] (docs/method.md C3).
 
     The image is resized bilinearly, the mask with nearest neighbour (no new label values). The mask uses
     OpenCV's centre-aligned INTER_NEAREST_EXACT: plain INTER_NEAREST (albumentations' and mmseg's
@@ -79,7 +79,7 @@ def largest_class_share(mask: np.ndarray, ignore_index: int = IGNORE_INDEX) -> f
 class ClassRatioRandomCrop(A.RandomCrop):
     """Random crop that retries (up to `max_attempts` draws) until no single class covers
     `max_class_ratio` or more of the crop's labelled pixels, keeping the last draw otherwise
-    (method.md C3; mmsegmentation's `cat_max_ratio`). Ignore pixels do not count.
+    (docs/method.md C3; mmsegmentation's `cat_max_ratio`). Ignore pixels do not count.
 
     The input must be at least the crop size: pad first (`A.PadIfNeeded` with `fill_mask=255`).
     """
@@ -132,7 +132,7 @@ def train_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
-    """The paper's training pipeline (method.md C3): rescale with aspect jitter, pad (label with
+    """The paper's training pipeline (docs/method.md C3): rescale with aspect jitter, pad (label with
     ignore), class-ratio random crop, horizontal flip, colour jitter, ImageNet normalisation.
 
     `crop_size` is (height, width); `colour_jitter` is the brightness/contrast/saturation factor range

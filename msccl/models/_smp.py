@@ -1,7 +1,7 @@
 """Shared plumbing for networks built on segmentation-models-pytorch (encoder -> decoder -> head).
 
 Tap stages index the encoder's outputs: smp encoders return `depth + 1` maps, the input and then the
-stages at strides 2, 4, 8, 16, 32 (../shared/docs/env.md), so stage k has stride 2**k unless the encoder
+stages at strides 2, 4, 8, 16, 32, so stage k has stride 2**k unless the encoder
 is dilated (output stride 8 or 16), where strides stop halving. Stage 2 is ResNet's C2 (layer1), stage 5
 its C5 (layer4).
 """

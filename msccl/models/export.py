@@ -1,7 +1,7 @@
 """`msccl export`: write a trained segmentation network as ONNX or TorchScript, and check it.
 
 Only the network is exported (image in, logits at input size out): no projection heads (they live in the
-training module, method.md A1), no auxiliary head (it only runs in training mode), no taps. The exported
+training module, docs/method.md A1), no auxiliary head (it only runs in training mode), no taps. The exported
 file is run once on a test input (onnxruntime / torch.jit.load) and must match PyTorch's output.
 """
 

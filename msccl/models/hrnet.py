@@ -21,7 +21,7 @@ class HRNetBackbone(nn.Module):
     """The four branch outputs of timm HRNet's last stage (strides 4/8/16/32; 48/96/192/384 for W48).
 
     `features_only` with `feature_location=''`: timm's default would return the incre-module features
-    (128/256/512/1024 channels), not the branch outputs the paper taps (../shared/docs/pitfalls.md).
+    (128/256/512/1024 channels), not the branch outputs the paper taps (docs/pitfalls.md).
     timm HRNet supports output stride 32 only.
     """
 
@@ -58,7 +58,7 @@ def select_branches(tap_stages: Sequence[int]) -> tuple[int, ...]:
 class HRNet(SegmentationNet):
     """HRNetV2: all branches upsampled to stride 4 and concatenated, conv1x1-BN-ReLU-conv1x1 to classes.
 
-    Taps (method.md A1): the branch outputs of the last stage before that concatenation.
+    Taps (docs/method.md A1): the branch outputs of the last stage before that concatenation.
 
     Args:
         backbone: timm HRNet: hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w32, hrnet_w48, ...

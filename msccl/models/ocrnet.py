@@ -2,7 +2,7 @@
 
 The head follows the published design and the authors' HRNet-OCR code:
 1. soft object regions: a small head predicts class logits from the backbone (the auxiliary output,
-   trained with the auxiliary CE, method.md A4);
+   trained with the auxiliary CE, docs/method.md A4);
 2. object region representations: per class, the softmax-over-pixels of its region map weights the
    pixel representations (spatial gather);
 3. pixel-region relation: each pixel attends to the K region representations (scaled dot product);
@@ -76,7 +76,7 @@ class OCRNet(SegmentationNet):
 
     - HRNet backbone (name starting with "hrnet"): the concatenated branches (as HRNetV2) feed both the
       soft-region head (conv1x1-BN-ReLU-conv1x1, as HRNet-OCR) and the OCR head; taps = the branch
-      outputs (method.md A1), stages 2..5.
+      outputs (docs/method.md A1), stages 2..5.
     - any other name is an smp encoder (e.g. resnet101, tu-resnet50) at `output_stride` (default 8):
       soft regions from C4 (FCN head: conv3x3-BN-ReLU, dropout, conv1x1), pixels from C5, as in the
       OCR paper; taps default to C2 and C5 (stages 2 and 5).

@@ -22,7 +22,7 @@ __all__ = ["UPerNet"]
 class UPerNet(SmpNet):
     """UPerNet with the auxiliary FCN head of mmsegmentation's recipe on the stride-16 backbone stage.
 
-    Taps (method.md A1), `tap_position`:
+    Taps (docs/method.md A1), `tap_position`:
     - "fpn" (paper): the FPN outputs P2..P5 before the fusion concat (decoder_channels each, strides
       4/8/16/32), read by forward hooks on smp's decoder modules (P5 is the pyramid-pooling output);
     - "backbone": the encoder stages themselves.

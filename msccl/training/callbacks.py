@@ -28,7 +28,7 @@ __all__ = [
 
 
 class ContrastiveWeightSchedule(Callback):
-    """Delays and ramps the contrastive weight (method.md B7); without it the weight is constant (A4).
+    """Delays and ramps the contrastive weight (docs/method.md B7); without it the weight is constant (A4).
 
     The module's effective weight is `contrastive_weight x factor`, with factor 0 before `start_step`,
     rising linearly to 1 over `ramp_steps` optimiser steps, then 1. The factor is a function of the

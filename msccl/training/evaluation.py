@@ -1,6 +1,6 @@
 """How logits are computed when evaluating: whole image, sliding window, multi-scale + flip TTA.
 
-method.md C2: the paper evaluates with sliding windows (e.g. 512x1024 on Cityscapes) and multi-scale +
+docs/method.md C2: the paper evaluates with sliding windows (e.g. 512x1024 on Cityscapes) and multi-scale +
 flip test-time augmentation, logits averaged at full resolution. `Evaluation` is the model's
 `evaluation` config key (`model.init_args.evaluation.mode=sliding ...`); it applies to validate, test
 and predict, and to the validation inside fit only when `during_fit` is set (it multiplies the cost).

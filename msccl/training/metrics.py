@@ -1,4 +1,4 @@
-"""Segmentation IoU from one confusion matrix accumulated over the whole split (method.md C2)."""
+"""Segmentation IoU from one confusion matrix accumulated over the whole split (docs/method.md C2)."""
 
 from __future__ import annotations
 

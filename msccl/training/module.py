@@ -33,11 +33,11 @@ class SegmentationModule(L.LightningModule):
         num_classes: linked from the data module by the CLI.
         class_names: linked from the data module; used for per-class IoU logs and tables.
         ignore_index: label id excluded from losses and metrics.
-        class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, method.md C3).
-        aux_weight: weight of the auxiliary CE where the network has an auxiliary head (method.md A4).
+        class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, docs/method.md C3).
+        aux_weight: weight of the auxiliary CE where the network has an auxiliary head (docs/method.md A4).
         contrastive: the contrastive loss (`class_path: msccl.contrastive.MSCSContrastiveLoss` with its
             `init_args`), or null for CE only. When set, the network returns its taps in training and
-            one projection head per tap maps them into the embedding space (method.md A1).
+            one projection head per tap maps them into the embedding space (docs/method.md A1).
         contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper, A4);
             `ContrastiveWeightSchedule` can delay and ramp it.
         projection_dim: channels of the projection heads' output (256 in the paper, A1).
@@ -87,7 +87,7 @@ class SegmentationModule(L.LightningModule):
             persistent=False,
         )
         self.aux_weight = aux_weight
-        # method.md A1: heads are built now from the taps the network announces, and exist only for
+        # docs/method.md A1: heads are built now from the taps the network announces, and exist only for
         # training: inference (`forward`) and export never run them.
         self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
         self.projection_heads = (
@@ -117,7 +117,7 @@ class SegmentationModule(L.LightningModule):
         return F.cross_entropy(logits.float(), labels, weight=weight, ignore_index=ignore)
 
     def compute_losses(self, output: SegmentationOutput, labels: Tensor) -> dict[str, Tensor]:
-        """Every term of the training objective; `loss` is the weighted total (method.md A4)."""
+        """Every term of the training objective; `loss` is the weighted total (docs/method.md A4)."""
         losses = {"ce": self.cross_entropy(output.logits, labels)}
         total = losses["ce"]
         if output.aux_logits is not None:

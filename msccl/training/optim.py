@@ -1,4 +1,4 @@
-"""Optimiser parameter groups and the per-iteration poly schedule with linear warm-up (method.md C3)."""
+"""Optimiser parameter groups and the per-iteration poly schedule with linear warm-up (docs/method.md C3)."""
 
 from __future__ import annotations
 
