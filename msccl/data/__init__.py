@@ -5,6 +5,7 @@ from msccl.data.base import IGNORE_INDEX, DatasetError, FileSegmentation, ImageF
 from msccl.data.cadis import CaDIS, CaDISSegmentation
 from msccl.data.cityscapes import Cityscapes, CityscapesSegmentation
 from msccl.data.datamodule import FileDataModule, SegmentationDataModule, SyntheticDataModule
+from msccl.data.folder import FolderSegmentation, LabelledFolder
 from msccl.data.pascal_context import PascalContext, PascalContextSegmentation
 from msccl.data.synthetic import SyntheticSegmentation
 
@@ -19,8 +20,10 @@ __all__ = [
     "DatasetError",
     "FileDataModule",
     "FileSegmentation",
+    "FolderSegmentation",
     "ImageFolder",
     "LabelMap",
+    "LabelledFolder",
     "PascalContext",
     "PascalContextSegmentation",
     "SegmentationDataModule",

@@ -89,11 +89,12 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def read_label(path: str | Path) -> np.ndarray:
+def read_label(path: str | Path, allow_16_bit: bool = False) -> np.ndarray:
     """Raw label ids as uint8 [H, W], exactly as stored (palette PNGs give their indices, not colours).
 
     A 3-channel label whose channels agree is accepted; a colour-coded label is refused: msccl reads id
-    maps (e.g. Cityscapes `*_gtFine_labelIds.png`, not `*_gtFine_color.png`).
+    maps (e.g. Cityscapes `*_gtFine_labelIds.png`, not `*_gtFine_color.png`). `allow_16_bit` keeps a
+    16-bit file's values as uint16 (label maps with ids up to 65535) instead of refusing values above 255.
     """
     path = Path(path)
     label = _decode(path, ImageReadMode.UNCHANGED)
@@ -101,7 +102,7 @@ def read_label(path: str | Path) -> np.ndarray:
         if not (label[..., 1:3] == label[..., :1]).all():
             raise DatasetError(f"label {path} has {label.shape[2]} differing channels: expected an id map")
     label = label[..., 0]
-    if label.dtype != np.uint8:
+    if label.dtype != np.uint8 and not allow_16_bit:
         if int(label.max()) > 255:
             raise DatasetError(f"label {path} has values up to {int(label.max())}: expected 8-bit ids")
         label = label.astype(np.uint8)
@@ -109,21 +110,36 @@ def read_label(path: str | Path) -> np.ndarray:
 
 
 class LabelMap:
-    """Raw label id -> train id, a 256-entry lookup table applied once, when a label is read.
+    """Raw label id -> train id, a lookup table applied once, when a label is read.
 
-    `raw_ids` are all the ids a dataset's label files may contain; those without a train id become
-    ignore (255); any other value is "outside the map" and is an error, not silently ignored.
+    `raw_ids` are all the ids a dataset's label files may contain (0..65535); those without a train id
+    become ignore (255); any other value is "outside the map" and is an error, not silently ignored.
+    The table has 256 entries when every raw id fits in 8 bits (8-bit labels go through OpenCV's LUT),
+    65536 otherwise; 16-bit labels (uint16) are looked up in the table padded to 65536 entries.
+
+    Args:
+        described_as: what the map is, in errors ("label X has values [...] outside <described_as>").
     """
 
-    def __init__(self, train_ids: Mapping[int, int], raw_ids: Iterable[int]) -> None:
-        self.table = np.full(256, IGNORE_INDEX, np.uint8)
-        self.known = np.zeros(256, bool)
-        self.known[list(raw_ids)] = True
-        self._unknown = (~self.known).astype(np.uint8)
+    def __init__(
+        self, train_ids: Mapping[int, int], raw_ids: Iterable[int], described_as: str = "the label map"
+    ) -> None:
+        raw_ids = list(raw_ids)
+        if raw_ids and not 0 <= min(raw_ids) <= max(raw_ids) < 65536:
+            raise ValueError(f"raw ids must be in 0..65535, got {min(raw_ids)}..{max(raw_ids)}")
+        size = 256 if max(raw_ids, default=0) < 256 else 65536
+        self.table = np.full(size, IGNORE_INDEX, np.uint8)
+        self.known = np.zeros(size, bool)
+        self.known[raw_ids] = True
+        self.described_as = described_as
+        self._unknown = (~self.known[:256]).astype(np.uint8)
         for raw, train in train_ids.items():
-            if not self.known[raw]:
+            if not 0 <= raw < size or not self.known[raw]:
                 raise ValueError(f"raw id {raw} has a train id but is not among the raw ids")
             self.table[raw] = train
+        # 16-bit lookups: every uint16 value indexes these
+        self._wide_table = np.pad(self.table, (0, 65536 - size), constant_values=IGNORE_INDEX)
+        self._wide_known = np.pad(self.known, (0, 65536 - size), constant_values=False)
 
     @classmethod
     def reduce_zero(cls, num_classes: int) -> LabelMap:
@@ -134,20 +150,36 @@ class LabelMap:
     def num_classes(self) -> int:
         return int(self.table[self.table != IGNORE_INDEX].max()) + 1
 
+    @property
+    def size(self) -> int:
+        """Entries of the table: 256, or 65536 when a raw id needs 16 bits."""
+        return len(self.table)
+
     def unknown_values(self, raw: np.ndarray) -> list[int]:
         """Values in `raw` that the map does not know, sorted."""
-        present = np.bincount(raw.ravel(), minlength=256) > 0
-        return np.flatnonzero(present & ~self.known).tolist()
+        present = np.flatnonzero(np.bincount(raw.ravel()))
+        return present[~self._wide_known[present]].tolist()
 
     def apply(self, raw: np.ndarray, path: str | Path) -> np.ndarray:
-        """Train ids (uint8, ignore 255) of the raw label read from `path` (named in errors)."""
-        if cv2.LUT(raw, self._unknown).any():  # a lookup and a scan: far cheaper than decoding
-            raise DatasetError(f"label {path} has values {self.unknown_values(raw)} outside the label map")
-        return cv2.LUT(raw, self.table)
+        """Train ids (uint8, ignore 255) of the raw label (uint8 or uint16) read from `path` (named in
+        errors)."""
+        if raw.dtype == np.uint8:
+            unknown = cv2.LUT(raw, self._unknown).any()  # a lookup and a scan: far cheaper than decoding
+        elif raw.dtype == np.uint16:
+            unknown = not self._wide_known[raw].all()
+        else:
+            raise DatasetError(f"label {path} is {raw.dtype}: expected 8- or 16-bit ids")
+        if unknown:
+            raise DatasetError(
+                f"label {path} has values {self.unknown_values(raw)} outside {self.described_as}"
+            )
+        return cv2.LUT(raw, self.table[:256]) if raw.dtype == np.uint8 else self._wide_table[raw]
 
     def train_counts(self, raw_counts: np.ndarray) -> np.ndarray:
-        """Pixels per train id [num_classes + 1] (last entry: ignore) from per-raw-id pixel counts [256]."""
-        train = np.where(self.table == IGNORE_INDEX, self.num_classes, self.table)
+        """Pixels per train id [num_classes + 1] (last entry: ignore) from per-raw-id pixel counts (any
+        length; ids beyond the table count as ignore)."""
+        table = self._wide_table[: len(raw_counts)]
+        train = np.where(table == IGNORE_INDEX, self.num_classes, table)
         return np.bincount(train, weights=raw_counts, minlength=self.num_classes + 1).astype(np.int64)
 
 
@@ -234,6 +266,16 @@ class FileSegmentation(Dataset):
         """The split's pairs in the official layout, and the problems met finding them."""
         raise NotImplementedError
 
+    @classmethod
+    def available_splits(cls, root: str | Path) -> tuple[str, ...]:
+        """The splits `msccl data check` walks under `root` by default: all of `splits`; a dataset whose
+        optional splits depend on the tree says which it has."""
+        return cls.splits
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        """The raw ids of a label file, as `label_map` maps them (default: an 8-bit id map)."""
+        return read_label(path)
+
     @property
     def check_options(self) -> str:
         """Extra `msccl data check` options that select this dataset's variant."""
@@ -251,7 +293,7 @@ class FileSegmentation(Dataset):
         """RGB uint8 image [H, W, 3] and train-id label [H, W] (uint8, ignore 255), checked."""
         pair = self.pairs[index]
         with self._check_hint_on_error():
-            image, raw = read_image(pair.image), read_label(pair.label)
+            image, raw = read_image(pair.image), self.read_raw_label(pair.label)
             if (problem := size_mismatch(image, raw, pair)) is not None:
                 raise DatasetError(problem)
             return image, self.label_map.apply(raw, pair.label)
@@ -260,7 +302,7 @@ class FileSegmentation(Dataset):
         """Only the train-id label (for class statistics without decoding images)."""
         pair = self.pairs[index]
         with self._check_hint_on_error():
-            return self.label_map.apply(read_label(pair.label), pair.label)
+            return self.label_map.apply(self.read_raw_label(pair.label), pair.label)
 
     @contextmanager
     def _check_hint_on_error(self) -> Iterator[None]:

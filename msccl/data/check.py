@@ -2,6 +2,8 @@
 
     msccl data check --dataset cityscapes --root /data/cityscapes
     msccl data check --dataset cadis --root /data/CaDIS --task 2 --splits train val
+    msccl data check --dataset folder --root my_data        (your own data: msccl.data.folder)
+    msccl data example --root my_data                        (writes a small folder dataset to copy)
 
 Reports images and pairs per split, then every problem (missing folders, images without labels and
 labels without images, unreadable, corrupt or truncated files, label values outside the label map,
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
@@ -30,18 +33,28 @@ from msccl.data.base import (
 from msccl.data.cadis import CADIS_TASK_CLASSES, CaDISSegmentation
 from msccl.data.cityscapes import CityscapesSegmentation
 from msccl.data.datamodule import default_num_workers
+from msccl.data.folder import LabelledFolder, write_example_tree
 from msccl.data.pascal_context import PascalContextSegmentation
 
 __all__ = ["DATASETS", "check_dataset", "inspect_pair", "main"]
 
 DATASETS: dict[str, type[FileSegmentation]] = {
     dataset.name: dataset
-    for dataset in (CityscapesSegmentation, ADE20KSegmentation, PascalContextSegmentation, CaDISSegmentation)
+    for dataset in (
+        CityscapesSegmentation,
+        ADE20KSegmentation,
+        PascalContextSegmentation,
+        CaDISSegmentation,
+        LabelledFolder,
+    )
 }
 
 
-def inspect_pair(pair: Pair, label_map: LabelMap) -> tuple[list[str], np.ndarray | None]:
-    """Every problem of one pair, and its pixel count per raw label id [256] (None if unreadable)."""
+def inspect_pair(
+    pair: Pair, label_map: LabelMap, read_raw_label: Callable[[Path], np.ndarray] = read_label
+) -> tuple[list[str], np.ndarray | None]:
+    """Every problem of one pair, and its pixel count per raw label id [label_map.size or more] (None if
+    unreadable); `read_raw_label` reads the label file as the dataset does."""
     problems: list[str] = []
     image = label = None
     try:
@@ -49,13 +62,13 @@ def inspect_pair(pair: Pair, label_map: LabelMap) -> tuple[list[str], np.ndarray
     except DatasetError as error:
         problems.append(str(error))
     try:
-        label = read_label(pair.label)
+        label = read_raw_label(pair.label)
         label_map.apply(label, pair.label)
     except DatasetError as error:
         problems.append(str(error))
     if image is not None and label is not None and (mismatch := size_mismatch(image, label, pair)):
         problems.append(mismatch)
-    counts = None if label is None else np.bincount(label.ravel(), minlength=256)
+    counts = None if label is None else np.bincount(label.ravel(), minlength=label_map.size)
     return problems, counts
 
 
@@ -69,7 +82,7 @@ class _Inspections(Dataset):
         return len(self.dataset.pairs)
 
     def __getitem__(self, index: int) -> tuple[list[str], np.ndarray | None]:
-        return inspect_pair(self.dataset.pairs[index], self.dataset.label_map)
+        return inspect_pair(self.dataset.pairs[index], self.dataset.label_map, self.dataset.read_raw_label)
 
 
 def _unbatched(batch: list) -> list:
@@ -92,7 +105,7 @@ def check_dataset(
     problems: list[str] = []
     shares: dict[str, np.ndarray] = {}
     class_names: tuple[str, ...] = ()
-    for split in splits or dataset_class.splits:
+    for split in splits or dataset_class.available_splits(root):
         try:
             dataset = dataset_class(root, split, strict=False, **options)
         except DatasetError as error:  # the root itself is missing
@@ -100,13 +113,13 @@ def check_dataset(
             break
         class_names = dataset.class_names
         split_problems = list(dataset.problems)
-        raw_counts = np.zeros(256, np.int64)
+        raw_counts = np.zeros(dataset.label_map.size, np.int64)
         loader = DataLoader(_Inspections(dataset), batch_size=8, num_workers=workers, collate_fn=_unbatched)
         for batch in loader:
             for pair_problems, counts in batch:
                 split_problems += pair_problems
                 if counts is not None:
-                    raw_counts += counts
+                    raw_counts = _add_counts(raw_counts, counts)
         counts = dataset.label_map.train_counts(raw_counts)
         shares[split] = counts / max(1, counts.sum())
         print_fn(f"{split}: {len(dataset.pairs)} image/label pairs, {len(split_problems)} problems")
@@ -122,6 +135,12 @@ def check_dataset(
     else:
         print_fn("no problems found")
     return problems
+
+
+def _add_counts(total: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """`total + counts`, the shorter padded with zeros (a label with unknown ids beyond the table)."""
+    size = max(len(total), len(counts))
+    return np.pad(total, (0, size - len(total))) + np.pad(counts, (0, size - len(counts)))
 
 
 def _share_table(class_names: tuple[str, ...], shares: dict[str, np.ndarray]) -> str:
@@ -144,7 +163,14 @@ def main(argv: list[str]) -> int:
     check.add_argument("--splits", nargs="+", help="splits to check (default: all of the dataset's)")
     check.add_argument("--task", type=int, choices=sorted(CADIS_TASK_CLASSES), help="CaDIS task (default 1)")
     check.add_argument("--workers", type=int, default=default_num_workers(), help="decoding processes")
+    example = commands.add_parser("example", help="write a small folder dataset to copy (the synthetic data)")
+    example.add_argument("--root", required=True, help="a new or empty folder")
+    example.add_argument("--train", type=int, default=16, help="training images")
+    example.add_argument("--val", type=int, default=4, help="validation images")
+    example.add_argument("--size", type=int, default=64, help="image side in pixels")
     args = parser.parse_args(argv)
+    if args.command == "example":
+        return _write_example(args.root, args.train, args.val, args.size)
     dataset_class = DATASETS[args.dataset]
     for split in args.splits or ():
         if split not in dataset_class.splits:
@@ -156,6 +182,19 @@ def main(argv: list[str]) -> int:
         options["task"] = args.task
     problems = check_dataset(args.dataset, args.root, args.splits, args.workers, **options)
     return 1 if problems else 0
+
+
+def _write_example(root: str, num_train: int, num_val: int, image_size: int) -> int:
+    try:
+        written = write_example_tree(root, num_train, num_val, image_size)
+    except DatasetError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(
+        f"wrote {num_train} training and {num_val} validation images, their labels and classes.yaml "
+        f"to {written}"
+    )
+    return 0
 
 
 if __name__ == "__main__":

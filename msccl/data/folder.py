@@ -1,0 +1,492 @@
+"""Your own data: a folder of images, a folder of labels and a class table, `classes.yaml`.
+
+    root/classes.yaml
+    root/images/{train,val[,test]}/<name>.<png|jpg|jpeg|bmp|tif|tiff|webp>
+    root/labels/{train,val[,test]}/<name>.png          matched to the image by name (stem)
+or, when `root/splits/` exists,
+    root/images/<name>.<ext>, root/labels/<name>.png, root/splits/{train,val[,test]}.txt (one name a line)
+
+`classes.yaml` says how label values become classes; train ids are the order of `classes`:
+
+    ignore_values: [255]                       # raw values never learnt nor scored
+    classes:
+      - {value: 0, name: background, color: [0, 0, 0]}
+      - {value: 7, name: road, color: [128, 64, 128]}
+      - {values: [11, 12], name: building, color: [70, 70, 70]}   # several raw values merged
+    groups: {built: [road, building]}          # optional: class groups whose mean IoU is reported
+
+Label files are id maps (8- or 16-bit PNGs, values 0..65535) or, with `label_format: colors`, RGB colour
+masks: then each class's `color` is its key, `ignore_colors` lists the colours never learnt, and
+`value`/`ignore_values` are not used. A value or colour the table neither maps nor ignores is an error
+naming the file and the value: nothing is silently ignored. Reading, checking, the label map and the
+training pipeline are the file datasets' own (`msccl.data.base`, `msccl.data.datamodule`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from msccl.data.base import (
+    IGNORE_INDEX,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    FileSegmentation,
+    LabelMap,
+    Pair,
+    Transform,
+    distinct_palette,
+    missing_folders,
+    pair_files,
+    read_image,
+    read_label,
+)
+from msccl.data.datamodule import FileDataModule
+
+__all__ = [
+    "CLASSES_FILE",
+    "ClassTable",
+    "FolderSegmentation",
+    "LabelledFolder",
+    "read_class_table",
+    "write_example_tree",
+]
+
+CLASSES_FILE = "classes.yaml"
+Colour = tuple[int, int, int]
+_TOP_KEYS = ("classes", "ignore_values", "ignore_colors", "label_format", "groups")
+_CLASS_KEYS = ("name", "value", "values", "color")
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """A validated `classes.yaml`: the classes in train-id order and what marks them in the label files.
+
+    `values[c]` are the raw ids of class c (id maps); `palette[c]` its colour (the key of colour masks,
+    the predict overlays' colour either way).
+    """
+
+    path: Path
+    label_format: str
+    names: tuple[str, ...]
+    palette: tuple[Colour, ...]
+    values: tuple[tuple[int, ...], ...] = ()
+    ignore_values: tuple[int, ...] = ()
+    ignore_colors: tuple[Colour, ...] = ()
+    groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def label_map(self) -> LabelMap:
+        """Raw id (id maps) or colour index (colour masks, see `ColourKey`) -> train id."""
+        if self.label_format == "colors":
+            return LabelMap(
+                {c: c for c in range(len(self.names))}, range(len(self.palette) + len(self.ignore_colors))
+            )
+        train_ids = {value: train_id for train_id, values in enumerate(self.values) for value in values}
+        return LabelMap(
+            train_ids,
+            [*train_ids, *self.ignore_values],
+            described_as=f"{self.path} (neither a class value nor in ignore_values)",
+        )
+
+    def label_reader(self) -> Callable[[Path], np.ndarray]:
+        """Reads a label file into the raw ids `label_map` maps."""
+        return _LABEL_READERS[self.label_format](self)
+
+
+class _IdMapReader:
+    """An 8- or 16-bit id map, read as stored."""
+
+    def __init__(self, table: ClassTable) -> None:
+        self.table_path = table.path
+
+    def __call__(self, path: Path) -> np.ndarray:
+        try:
+            return read_label(path, allow_16_bit=True)
+        except DatasetError as error:
+            if "differing channels" not in str(error):
+                raise
+            raise DatasetError(
+                f"{error} (colour masks: set `label_format: colors` in {self.table_path})"
+            ) from None
+
+
+class ColourKey:
+    """An RGB colour mask -> the index of each pixel's colour in the table (classes, then ignore_colors).
+
+    Colours are packed to 24-bit codes and looked up by binary search in the sorted codes of the table.
+    """
+
+    def __init__(self, table: ClassTable) -> None:
+        self.table_path = table.path
+        codes = _colour_codes(np.asarray([*table.palette, *table.ignore_colors], np.uint32))
+        self.order = np.argsort(codes)
+        self.sorted_codes = codes[self.order]
+        self.dtype = np.uint8 if len(codes) <= 256 else np.uint16
+
+    def __call__(self, path: Path) -> np.ndarray:
+        codes = _colour_codes(read_image(path))
+        position = np.searchsorted(self.sorted_codes, codes).clip(max=len(self.sorted_codes) - 1)
+        known = self.sorted_codes[position] == codes
+        if not known.all():
+            unknown = np.unique(codes[~known])
+            shown = ", ".join(str(_colour_of(code)) for code in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise DatasetError(
+                f"label {path} has colours {shown}{more} not in {self.table_path} "
+                "(neither a class color nor in ignore_colors)"
+            )
+        return self.order[position].astype(self.dtype)
+
+
+def _colour_codes(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _colour_of(code: int) -> Colour:
+    return (int(code) >> 16 & 255, int(code) >> 8 & 255, int(code) & 255)
+
+
+# label_format -> how a label file is read (the label map then does the rest)
+_LABEL_READERS: dict[str, Callable[[ClassTable], Callable[[Path], np.ndarray]]] = {
+    "ids": _IdMapReader,
+    "colors": ColourKey,
+}
+
+
+def read_class_table(root: str | Path) -> ClassTable:
+    """The validated `classes.yaml` of `root`; a DatasetError naming the file and the entry otherwise."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"folder dataset root {root} does not exist or is not a folder")
+    path = root / CLASSES_FILE
+    if not path.is_file():
+        raise DatasetError(
+            f"{path} not found: a folder dataset needs a class table (README, 'Your own data'; "
+            "`msccl data example --root DIR` writes a complete example)"
+        )
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise DatasetError(f"{path}{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    return _ClassTableParser(path).parse(document)
+
+
+class _ClassTableParser:
+    """Validates a parsed classes.yaml; every error names the file and the entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, message: str) -> DatasetError:
+        return DatasetError(f"{self.path}: {message}")
+
+    def parse(self, document: Any) -> ClassTable:
+        if not isinstance(document, dict) or "classes" not in document:
+            raise self.fail("expected a mapping with a `classes:` list (README, 'Your own data')")
+        if unknown := sorted(set(document) - set(_TOP_KEYS)):
+            raise self.fail(f"unknown key {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})")
+        label_format = document.get("label_format", "ids")
+        if label_format not in _LABEL_READERS:
+            raise self.fail(f"label_format must be one of {', '.join(_LABEL_READERS)}, not {label_format!r}")
+        entries = document["classes"]
+        if not isinstance(entries, list) or not 2 <= len(entries) <= IGNORE_INDEX:
+            raise self.fail(f"`classes` must be a list of 2 to {IGNORE_INDEX} classes (train ids 0..254)")
+        names, colours, values = [], [], []
+        for index, entry in enumerate(entries):
+            name, colour, entry_values = self.parse_class(index, entry, label_format)
+            where = f"classes[{index}] ({name})"
+            if name in names:
+                raise self.fail(f"{where}: name {name!r} is also classes[{names.index(name)}]'s")
+            names.append(name)
+            colours.append(colour)
+            values.append(entry_values)
+        ignore_values = self.parse_ignore_values(document, label_format, names, values)
+        ignore_colors = self.parse_ignore_colors(document, label_format)
+        given = [(f"classes[{i}] ({names[i]})", c) for i, c in enumerate(colours) if c is not None]
+        given += [(f"ignore_colors[{i}]", c) for i, c in enumerate(ignore_colors)]
+        seen: dict[Colour, str] = {}
+        for where, colour in given:
+            if colour in seen:
+                raise self.fail(f"{where}: color {list(colour)} is given twice (also {seen[colour]})")
+            seen[colour] = where
+        fallback = distinct_palette(len(names))
+        return ClassTable(
+            path=self.path,
+            label_format=label_format,
+            names=tuple(names),
+            palette=tuple(c if c is not None else fallback[i] for i, c in enumerate(colours)),
+            values=tuple(values) if label_format == "ids" else (),
+            ignore_values=ignore_values,
+            ignore_colors=ignore_colors,
+            groups=self.parse_groups(document.get("groups") or {}, names),
+        )
+
+    def parse_class(
+        self, index: int, entry: Any, label_format: str
+    ) -> tuple[str, Colour | None, tuple[int, ...]]:
+        if not isinstance(entry, dict):
+            raise self.fail(f"classes[{index}] must be a mapping like {{value: 0, name: background}}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise self.fail(f"classes[{index}] has no `name` (a non-empty string)")
+        where = f"classes[{index}] ({name})"
+        if unknown := sorted(set(entry) - set(_CLASS_KEYS)):
+            raise self.fail(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(_CLASS_KEYS)})")
+        colour = self.parse_colour(where, entry["color"]) if "color" in entry else None
+        if label_format == "colors":
+            if colour is None:
+                raise self.fail(
+                    f"{where}: no `color` (with label_format: colors the colour is the class key)"
+                )
+            if "value" in entry or "values" in entry:
+                raise self.fail(f"{where}: `value(s)` is unused with label_format: colors; remove it")
+            return name, colour, ()
+        if ("value" in entry) == ("values" in entry):
+            raise self.fail(f"{where}: give exactly one of `value: N` or `values: [N, ...]`")
+        raw = [entry["value"]] if "value" in entry else entry["values"]
+        if not isinstance(raw, list) or not raw:
+            raise self.fail(f"{where}: `values` must be a non-empty list of label values")
+        return name, colour, tuple(self.parse_value(where, value) for value in raw)
+
+    def parse_value(self, where: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise self.fail(f"{where}: label value {value!r} is not an integer in 0..65535")
+        return value
+
+    def parse_colour(self, where: str, colour: Any) -> Colour:
+        if (
+            not isinstance(colour, list)
+            or len(colour) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255 for v in colour)
+        ):
+            raise self.fail(f"{where}: color {colour!r} is not [R, G, B] with integers in 0..255")
+        return (colour[0], colour[1], colour[2])
+
+    def parse_ignore_values(
+        self, document: dict, label_format: str, names: list[str], values: list[tuple[int, ...]]
+    ) -> tuple[int, ...]:
+        owner: dict[int, str] = {}
+        for index, class_values in enumerate(values):
+            where = f"classes[{index}] ({names[index]})"
+            for value in class_values:
+                if owner.get(value) == where:
+                    raise self.fail(f"{where}: value {value} is listed twice")
+                if value in owner:
+                    raise self.fail(f"{where}: value {value} is also mapped by {owner[value]}")
+                owner[value] = where
+        raw = document.get("ignore_values") or []
+        if raw and label_format == "colors":
+            raise self.fail("ignore_values is unused with label_format: colors; list ignore_colors instead")
+        if not isinstance(raw, list):
+            raise self.fail("ignore_values must be a list of label values, e.g. [255]")
+        ignored: list[int] = []
+        for index, value in enumerate(raw):
+            where = f"ignore_values[{index}]"
+            value = self.parse_value(where, value)
+            if value in owner:
+                raise self.fail(f"{where}: value {value} is both ignored and mapped by {owner[value]}")
+            if value in ignored:
+                raise self.fail(f"{where}: value {value} is listed twice")
+            ignored.append(value)
+        return tuple(ignored)
+
+    def parse_ignore_colors(self, document: dict, label_format: str) -> tuple[Colour, ...]:
+        raw = document.get("ignore_colors") or []
+        if raw and label_format != "colors":
+            raise self.fail("ignore_colors applies to label_format: colors only; list ignore_values instead")
+        if not isinstance(raw, list):
+            raise self.fail("ignore_colors must be a list of [R, G, B] colours")
+        return tuple(self.parse_colour(f"ignore_colors[{index}]", colour) for index, colour in enumerate(raw))
+
+    def parse_groups(self, groups: Any, names: list[str]) -> dict[str, tuple[int, ...]]:
+        if not isinstance(groups, dict):
+            raise self.fail("groups must map a group name to a list of class names")
+        parsed = {}
+        for group, members in groups.items():
+            if not isinstance(members, list) or not members:
+                raise self.fail(f"groups.{group}: expected a non-empty list of class names")
+            if unknown := [member for member in members if member not in names]:
+                raise self.fail(f"groups.{group}: {unknown[0]!r} is not a class name")
+            parsed[str(group)] = tuple(names.index(member) for member in members)
+        return parsed
+
+
+class LabelledFolder(FileSegmentation):
+    """One split of a folder dataset (layout in the module docstring), labels mapped by `classes.yaml`.
+
+    Pairing problems (images without labels, labels without images, two images of one name, split-list
+    names without an image or in two splits) are found when the dataset is built; per-file problems
+    (unreadable files, values or colours outside the table, size mismatches) when a sample is read.
+
+    Args:
+        classes: the root's class table, when already read (the data module passes its own).
+    """
+
+    name = "folder"
+    splits = ("train", "val", "test")
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        transform: Transform | None = None,
+        strict: bool = True,
+        classes: ClassTable | None = None,
+    ) -> None:
+        self.classes = classes or read_class_table(root)
+        self.class_names, self.palette = self.classes.names, self.classes.palette
+        self.label_map = self.classes.label_map()
+        self._read_raw_label = self.classes.label_reader()
+        super().__init__(root, split, transform, strict)
+
+    @classmethod
+    def available_splits(cls, root: str | Path) -> tuple[str, ...]:
+        """train and val (reported when missing), and test when the tree has one."""
+        root = Path(root).expanduser()
+        has_test = (root / "splits" / "test.txt").is_file() or (root / "images" / "test").is_dir()
+        return ("train", "val", "test") if has_test else ("train", "val")
+
+    def read_raw_label(self, path: Path) -> np.ndarray:
+        return self._read_raw_label(path)
+
+    def find_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
+        if split not in self.available_splits(self.root):
+            return [], [
+                f"{self.root} has no {split} split (images/{split}/ or splits/{split}.txt): add one, "
+                f"or evaluate another split with --data.init_args.test_split=val"
+            ]
+        if (self.root / "splits").is_dir():
+            return self._listed_pairs(split)
+        return self._folder_pairs(split)
+
+    def _folder_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
+        """images/<split>/<name>.<ext> with labels/<split>/<name>.png."""
+        image_dir, label_dir = self.root / "images" / split, self.root / "labels" / split
+        if problems := missing_folders(image_dir, label_dir):
+            return [], problems
+        images, problems = _images_by_name(image_dir)
+        pairs, pair_problems = pair_files(
+            images.values(),
+            lambda image: label_dir / f"{image.stem}.png",
+            labels_found=label_dir.glob("*.png"),
+        )
+        return pairs, problems + pair_problems
+
+    def _listed_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
+        """The names of splits/<split>.txt in images/ with labels/<name>.png."""
+        image_dir, label_dir = self.root / "images", self.root / "labels"
+        if problems := missing_folders(image_dir, label_dir, self.root / "splits"):
+            return [], problems
+        images, problems = _images_by_name(image_dir)
+        listed = {other: _split_names(self.root / "splits" / f"{other}.txt") for other in self.splits}
+        chosen = []
+        for line, name in listed[split].items():
+            where = f"{self.root / 'splits' / f'{split}.txt'} line {line}"
+            if name not in images:
+                problems.append(f"{where}: no image named {name!r} in {image_dir}")
+                continue
+            if others := [
+                other for other in self.splits if other != split and name in listed[other].values()
+            ]:
+                problems.append(
+                    f"{where}: {name!r} is also in splits/{others[0]}.txt (a split must not leak)"
+                )
+            chosen.append(images[name])
+        if len(set(chosen)) < len(chosen):
+            repeated = sorted({image.stem for image in chosen if chosen.count(image) > 1})
+            problems.append(f"splits/{split}.txt lists {repeated[0]!r} more than once")
+        pairs, pair_problems = pair_files(sorted(set(chosen)), lambda image: label_dir / f"{image.stem}.png")
+        return pairs, problems + pair_problems
+
+
+def _images_by_name(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """The images of `folder` by name (stem), sorted; two images of one name are a problem (which label?)."""
+    images: dict[str, Path] = {}
+    problems = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
+            continue
+        if path.stem in images:
+            problems.append(f"images {images[path.stem]} and {path} have the same name: rename one")
+            continue
+        images[path.stem] = path
+    return images, problems
+
+
+def _split_names(path: Path) -> dict[int, str]:
+    """Line number -> name of a split list (blank lines and # comments skipped; an image's extension is
+    dropped); empty when the file does not exist."""
+    if not path.is_file():
+        return {}
+    names = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        name = line.split("#", 1)[0].strip()
+        if name:
+            names[number] = (
+                name[: -len(Path(name).suffix)] if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name
+            )
+    return names
+
+
+class FolderSegmentation(FileDataModule):
+    """Your own data from `root` (layout and `classes.yaml` in `msccl.data.folder`), trained like the
+    built-in datasets: the paper's augmentation, optional repeat-factor sampling, any model.
+
+    Class names, their number, palette and groups come from `root/classes.yaml` (read and validated
+    here, so a bad table stops the run before any model is built). `msccl test` evaluates `test_split`.
+    """
+
+    dataset_class = LabelledFolder
+
+    def __init__(self, root: str, crop_size: int | tuple[int, int] = 512, **kwargs) -> None:
+        super().__init__(root, crop_size=crop_size, **kwargs)
+        self.classes = read_class_table(root)
+        self.class_names, self.palette = self.classes.names, self.classes.palette
+        self.class_groups = self.classes.groups
+
+    def make_dataset(self, split: str, transform: Transform) -> LabelledFolder:
+        return LabelledFolder(self.root, split, transform, classes=self.classes)
+
+
+def write_example_tree(root: str | Path, num_train: int = 16, num_val: int = 4, image_size: int = 64) -> Path:
+    """Write the built-in synthetic dataset as a folder dataset under `root` (which must not exist or be
+    empty): images/{train,val}/*.png, 8-bit id labels/{train,val}/*.png and its classes.yaml. A tree to
+    copy, and the data of the README's "Your own data" walk-through."""
+    from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
+
+    root = Path(root).expanduser()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise DatasetError(f"{root} exists and is not an empty folder: give a new folder for the example")
+    for split, count, seed in (("train", num_train, 0), ("val", num_val, 1)):
+        dataset = SyntheticSegmentation(count, image_size, seed=seed)
+        for folder in ("images", "labels"):
+            (root / folder / split).mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            image, label = dataset.generate(index)
+            name = f"{split}_{index:04d}.png"
+            _write_png(root / "images" / split / name, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+            _write_png(root / "labels" / split / name, label)
+    lines = [
+        "# label value -> class; train ids are the order of `classes`",
+        "ignore_values: [255]",
+        "classes:",
+    ]
+    palette = distinct_palette(len(SYNTHETIC_CLASSES))  # the synthetic classes share colours in pairs
+    for value, (spec, colour) in enumerate(zip(SYNTHETIC_CLASSES, palette, strict=True)):
+        lines.append(f"  - {{value: {value}, name: {spec.name}, color: {list(colour)}}}")
+    (root / CLASSES_FILE).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), array):
+        raise OSError(f"could not write {path}")
