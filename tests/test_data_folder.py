@@ -117,6 +117,9 @@ def test_16_bit_id_maps_and_8_bit_ones_in_one_tree(tmp_path):
     dataset = LabelledFolder(tmp_path, "train")
     with pytest.raises(DatasetError, match=rf"label {stray} has values \[1001\] outside .*classes.yaml"):
         dataset.load([p.label for p in dataset.pairs].index(stray))
+    write_image(stray, np.full((HEIGHT, WIDTH, 3), (1, 2, 3), np.uint8))  # a colour mask
+    with pytest.raises(DatasetError, match=rf"{stray} has 3 differing channels.*label_format: colors"):
+        dataset.load([p.label for p in dataset.pairs].index(stray))
 
 
 def colour_list_tree(root: Path) -> dict:
@@ -239,7 +242,7 @@ def test_data_check_names_every_planted_fault(tmp_path, capsys):
     assert "pixel share (%)" in out and "building" in out and "(ignore)" in out
 
     truth = colour_list_tree(tmp_path / "colours")
-    (tmp_path / "colours" / "splits" / "val.txt").write_text("frame0\nframe9\n")  # leak + unknown name
+    (tmp_path / "colours" / "splits" / "val.txt").write_text("frame0\nframe9\n\nframe2\nframe2.webp\n")
     label = tmp_path / "colours" / "labels" / "frame1.png"
     write_image(label, np.full((HEIGHT, WIDTH, 3), 7, np.uint8))
     assert (
@@ -251,6 +254,7 @@ def test_data_check_names_every_planted_fault(tmp_path, capsys):
     for problem in [
         f"{val_list} line 1: 'frame0' is also in splits/train.txt",
         f"{val_list} line 2: no image named 'frame9'",
+        f"{val_list} line 5: 'frame2' is listed twice",
         f"label {label} has colours (7, 7, 7) not in",
     ]:
         assert problem in out, problem

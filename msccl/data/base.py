@@ -25,6 +25,7 @@ __all__ = [
     "FileSegmentation",
     "ImageFolder",
     "LabelMap",
+    "NotAnIdMap",
     "Pair",
     "Sample",
     "Transform",
@@ -50,6 +51,10 @@ _TORCHVISION_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 
 class DatasetError(Exception):
     """A dataset file or folder is missing, unreadable or inconsistent; the message names it."""
+
+
+class NotAnIdMap(DatasetError):
+    """A label file has differing colour channels where an id map was expected."""
 
 
 def to_sample(image: np.ndarray, label: np.ndarray | None, name: str, transform: Transform | None) -> Sample:
@@ -100,7 +105,7 @@ def read_label(path: str | Path, allow_16_bit: bool = False) -> np.ndarray:
     label = _decode(path, ImageReadMode.UNCHANGED)
     if label.shape[2] > 1:
         if not (label[..., 1:3] == label[..., :1]).all():
-            raise DatasetError(f"label {path} has {label.shape[2]} differing channels: expected an id map")
+            raise NotAnIdMap(f"label {path} has {label.shape[2]} differing channels: expected an id map")
     label = label[..., 0]
     if label.dtype != np.uint8 and not allow_16_bit:
         if int(label.max()) > 255:

@@ -39,6 +39,7 @@ from msccl.data.base import (
     DatasetError,
     FileSegmentation,
     LabelMap,
+    NotAnIdMap,
     Pair,
     Transform,
     distinct_palette,
@@ -82,7 +83,7 @@ class ClassTable:
     groups: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def label_map(self) -> LabelMap:
-        """Raw id (id maps) or colour index (colour masks, see `ColourKey`) -> train id."""
+        """Raw id (id maps) or colour index (colour masks, see `_ColourMaskReader`) -> train id."""
         if self.label_format == "colors":
             return LabelMap(
                 {c: c for c in range(len(self.names))}, range(len(self.palette) + len(self.ignore_colors))
@@ -108,15 +109,13 @@ class _IdMapReader:
     def __call__(self, path: Path) -> np.ndarray:
         try:
             return read_label(path, allow_16_bit=True)
-        except DatasetError as error:
-            if "differing channels" not in str(error):
-                raise
-            raise DatasetError(
+        except NotAnIdMap as error:
+            raise NotAnIdMap(
                 f"{error} (colour masks: set `label_format: colors` in {self.table_path})"
             ) from None
 
 
-class ColourKey:
+class _ColourMaskReader:
     """An RGB colour mask -> the index of each pixel's colour in the table (classes, then ignore_colors).
 
     Colours are packed to 24-bit codes and looked up by binary search in the sorted codes of the table.
@@ -156,7 +155,7 @@ def _colour_of(code: int) -> Colour:
 # label_format -> how a label file is read (the label map then does the rest)
 _LABEL_READERS: dict[str, Callable[[ClassTable], Callable[[Path], np.ndarray]]] = {
     "ids": _IdMapReader,
-    "colors": ColourKey,
+    "colors": _ColourMaskReader,
 }
 
 
@@ -359,10 +358,10 @@ class LabelledFolder(FileSegmentation):
         return self._read_raw_label(path)
 
     def find_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
-        if split not in self.available_splits(self.root):
+        if split not in self.available_splits(self.root):  # only the optional test split can be absent
             return [], [
                 f"{self.root} has no {split} split (images/{split}/ or splits/{split}.txt): add one, "
-                f"or evaluate another split with --data.init_args.test_split=val"
+                "or evaluate another split with --data.init_args.test_split=val"
             ]
         if (self.root / "splits").is_dir():
             return self._listed_pairs(split)
@@ -383,28 +382,28 @@ class LabelledFolder(FileSegmentation):
 
     def _listed_pairs(self, split: str) -> tuple[list[Pair], list[str]]:
         """The names of splits/<split>.txt in images/ with labels/<name>.png."""
-        image_dir, label_dir = self.root / "images", self.root / "labels"
-        if problems := missing_folders(image_dir, label_dir, self.root / "splits"):
+        image_dir, label_dir, list_dir = self.root / "images", self.root / "labels", self.root / "splits"
+        if problems := missing_folders(image_dir, label_dir, list_dir):
             return [], problems
         images, problems = _images_by_name(image_dir)
-        listed = {other: _split_names(self.root / "splits" / f"{other}.txt") for other in self.splits}
-        chosen = []
-        for line, name in listed[split].items():
-            where = f"{self.root / 'splits' / f'{split}.txt'} line {line}"
+        others = {other: set(_split_names(list_dir / f"{other}.txt").values()) for other in self.splits}
+        del others[split]
+        chosen: dict[str, Path] = {}
+        for line, name in _split_names(list_dir / f"{split}.txt").items():
+            where = f"{list_dir / f'{split}.txt'} line {line}"
             if name not in images:
                 problems.append(f"{where}: no image named {name!r} in {image_dir}")
-                continue
-            if others := [
-                other for other in self.splits if other != split and name in listed[other].values()
-            ]:
-                problems.append(
-                    f"{where}: {name!r} is also in splits/{others[0]}.txt (a split must not leak)"
-                )
-            chosen.append(images[name])
-        if len(set(chosen)) < len(chosen):
-            repeated = sorted({image.stem for image in chosen if chosen.count(image) > 1})
-            problems.append(f"splits/{split}.txt lists {repeated[0]!r} more than once")
-        pairs, pair_problems = pair_files(sorted(set(chosen)), lambda image: label_dir / f"{image.stem}.png")
+            elif name in chosen:
+                problems.append(f"{where}: {name!r} is listed twice")
+            else:
+                if leaks := [other for other, names in others.items() if name in names]:
+                    problems.append(
+                        f"{where}: {name!r} is also in splits/{leaks[0]}.txt (a split must not leak)"
+                    )
+                chosen[name] = images[name]
+        pairs, pair_problems = pair_files(
+            sorted(chosen.values()), lambda image: label_dir / f"{image.stem}.png"
+        )
         return pairs, problems + pair_problems
 
 
