@@ -97,9 +97,10 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_label(path: str | Path, allow_16_bit: bool = False) -> np.ndarray:
     """Raw label ids as uint8 [H, W], exactly as stored (palette PNGs give their indices, not colours).
 
-    A 3-channel label whose channels agree is accepted; a colour-coded label is refused: msccl reads id
-    maps (e.g. Cityscapes `*_gtFine_labelIds.png`, not `*_gtFine_color.png`). `allow_16_bit` keeps a
-    16-bit file's values as uint16 (label maps with ids up to 65535) instead of refusing values above 255.
+    A 3-channel label whose channels agree is accepted; a colour-coded label is refused (`NotAnIdMap`):
+    msccl reads id maps (e.g. Cityscapes `*_gtFine_labelIds.png`, not `*_gtFine_color.png`).
+    `allow_16_bit` returns a 16-bit file as stored, uint16 (label maps with ids up to 65535), instead of
+    refusing values above 255.
     """
     path = Path(path)
     label = _decode(path, ImageReadMode.UNCHANGED)
