@@ -311,7 +311,11 @@ def distinct_palette(num_colours: int, seed: int = 0) -> tuple[tuple[int, int, i
 
 
 class ImageFolder(Dataset):
-    """Every image in a folder (sorted by name), without labels: for `msccl predict`."""
+    """Every image in a folder (sorted by name), without labels: for `msccl predict`.
+
+    An unreadable file does not stop the others: its sample carries no image, only its name, path and
+    "unreadable" (the reason), so the prediction writer can list it at the end.
+    """
 
     def __init__(self, root: str | Path, transform: Transform | None = None) -> None:
         self.root = Path(root)
@@ -328,4 +332,8 @@ class ImageFolder(Dataset):
     def __getitem__(self, index: int) -> Sample:
         """The sample, plus its file's "path" (prediction writers read the original image from it)."""
         path = self.paths[index]
-        return {**to_sample(read_image(path), None, path.stem, self.transform), "path": str(path)}
+        try:
+            image = read_image(path)
+        except DatasetError as error:
+            return {"name": path.stem, "path": str(path), "unreadable": str(error)}
+        return {**to_sample(image, None, path.stem, self.transform), "path": str(path)}
