@@ -38,7 +38,8 @@ IGNORE_INDEX = 255
 """The one ignore id: labels travel as train ids with 255 = ignore, from the dataset file to the loss."""
 
 Sample = dict[str, Any]
-"""{"image": float [3, H, W], "label": int64 [H, W] (absent when predicting), "name": str}."""
+"""{"image": float [3, H, W], "label": int64 [H, W] (absent when predicting), "name": str}; ImageFolder's
+add "path", and carry "unreadable" (the reason) instead of "image" for a file that cannot be read."""
 
 Transform = Callable[..., dict[str, Any]]
 """An albumentations-style callable: `transform(image=..., mask=...)` returns a dict of the same keys."""
