@@ -11,7 +11,7 @@ from msccl import models
 from msccl.cli import build_cli, main
 from msccl.models import export
 from msccl.models.base import SegmentationNet, Tap
-from msccl.models.export import ExportMismatch, export_net
+from msccl.models.export import ExportError, ExportMismatch, export_net
 from msccl.training import SegmentationModule
 from msccl.training.evaluation import Evaluation
 from tests.conftest import TINY_SYNTHETIC
@@ -92,6 +92,19 @@ class _SizeBakingNet(SegmentationNet):
     def forward_features(self, x):
         logits = self.conv(x) * float(x.shape[-1])
         return logits, None, [logits]
+
+
+class _UnexportableNet(_TinyNet):
+    def forward_features(self, x):
+        logits = torch.special.bessel_j0(self.conv(x))  # no ONNX translation
+        return logits, None, [logits]
+
+
+def test_a_network_torch_cannot_export_is_one_line_naming_the_file_and_the_operator(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ExportError, match=r"bad\.onnx: torch could not export _UnexportableNet") as error:
+        export_net(_UnexportableNet(), tmp_path / "bad.onnx", "onnx", height=8, width=8, dynamic=False)
+    assert "bessel_j0" in str(error.value) and len(str(error.value).splitlines()) == 1
 
 
 def test_export_that_only_works_at_the_example_size_fails_clearly(tmp_path):

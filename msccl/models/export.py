@@ -12,6 +12,7 @@ holds; then they go to a `.data` file next to it, and the result says so.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -25,7 +26,15 @@ from torch import Tensor, nn
 
 from msccl.models.base import SegmentationNet
 
-__all__ = ["ExportMismatch", "ExportResult", "LogitsOnly", "PadToDivisor", "export_net", "main"]
+__all__ = [
+    "ExportError",
+    "ExportMismatch",
+    "ExportResult",
+    "LogitsOnly",
+    "PadToDivisor",
+    "export_net",
+    "main",
+]
 
 Format = Literal["onnx", "torchscript"]
 
@@ -34,7 +43,12 @@ ONNX_SINGLE_FILE_LIMIT = 1536 * 2**20
 torch's exporter moves weights out above this size whatever it is asked."""
 
 
-class ExportMismatch(RuntimeError):
+class ExportError(RuntimeError):
+    """torch could not export the network; the message is one line naming the file (the exporter's own
+    error is chained)."""
+
+
+class ExportMismatch(ExportError):
     """The exported file does not reproduce PyTorch's logits."""
 
 
@@ -111,46 +125,66 @@ def export_net(
     pooling of UPerNet's PPM in ONNX) fails there with `ExportMismatch`; export it with `dynamic=False`
     at the size you deploy.
     """
+    if format not in ("onnx", "torchscript"):
+        raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     net = net.eval()
     model = PadToDivisor(LogitsOnly(net), size_divisor).eval()
     example = torch.randn(1, 3, height, width)
     external_data = None
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the check below decides
-        if format == "onnx":
-            if _weight_bytes(net) > ONNX_SINGLE_FILE_LIMIT:
-                external_data = output.with_name(f"{output.name}.data")  # the exporter's naming
-            _export_onnx(model, example, output, dynamic, external_data is not None)
-        elif format == "torchscript":
-            _export_torchscript(model, example, output)
-        else:
-            raise ValueError(f"format={format!r}: choose 'onnx' or 'torchscript'")
+    if format == "onnx" and _weight_bytes(net) > ONNX_SINGLE_FILE_LIMIT:
+        external_data = output.with_name(f"{output.name}.data")  # the exporter's naming
+    try:  # the exporters raise many kinds of errors, with pages of trace: one line, the error chained
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the check decides
+            if format == "onnx":
+                _export_onnx(model, example, output, dynamic, external_data is not None)
+            else:
+                _export_torchscript(model, example, output)
+    except Exception as error:
+        raise ExportError(
+            f"{output}: torch could not export {type(net).__name__} to {format} at the example size "
+            f"{height}x{width}: {_gist(error)}"
+        ) from error
     run = _onnx_runner(output) if format == "onnx" else _torchscript_runner(output)
     checks = [example]
     if dynamic:
         checks.append(torch.randn(2, 3, height + size_divisor // 2 + 3, width + size_divisor + 5))
     worst = 0.0
     for image in checks:
+        hint = (
+            ": this network's graph only holds at the example size; export it with --static at the "
+            "size you deploy (--height/--width)"
+            if image is not example
+            else ""
+        )
         with torch.no_grad():
             expected = model(image).numpy()
-        got = run(image)
+        try:
+            got = run(image)
+        except Exception as error:
+            raise ExportMismatch(
+                f"{output}: the exported {format} file fails on input {tuple(image.shape)} "
+                f"({_gist(error)}){hint}"
+            ) from error
         same_shape = got.shape == expected.shape
         error = float(np.abs(got - expected).max()) if same_shape else float("inf")
         worst = max(worst, error)
         if not (same_shape and np.allclose(got, expected, rtol=rtol, atol=atol)):
-            hint = (
-                ": this network's graph only holds at the example size; export it with --static at the "
-                "size you deploy (--height/--width)"
-                if image is not example
-                else ""
-            )
             raise ExportMismatch(
                 f"{output}: exported {format} output differs from PyTorch for input {tuple(image.shape)} "
                 f"(max abs difference {error:.3g}, shapes {got.shape} vs {expected.shape}){hint}"
             )
     return ExportResult(output, external_data, worst)
+
+
+def _gist(error: Exception) -> str:
+    """One line of an exporter's or runtime's error: the first of torch.onnx's exception summary, or of
+    the message (no colour codes, no exception class names)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).split("## Exception summary")[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return re.sub(r"^<class '[\w.]+'>: ", "", lines[0]) if lines else type(error).__name__
 
 
 def _weight_bytes(net: nn.Module) -> int:
@@ -230,7 +264,7 @@ def main(argv: list[str]) -> int:
         result = export_net(
             net, args.output, args.format, args.height, args.width, not args.static, size_divisor
         )
-    except ExportMismatch as error:
+    except ExportError as error:
         print(f"msccl export: error: {error}", file=sys.stderr)
         return 1
     axes = "fixed shape" if args.static else "dynamic batch/height/width"
