@@ -105,11 +105,13 @@ def test_a_network_torch_cannot_export_is_one_line_naming_the_file_and_the_opera
     with pytest.raises(ExportError, match=r"bad\.onnx: torch could not export _UnexportableNet") as error:
         export_net(_UnexportableNet(), tmp_path / "bad.onnx", "onnx", height=8, width=8, dynamic=False)
     assert "bessel_j0" in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing left behind
 
 
 def test_export_that_only_works_at_the_example_size_fails_clearly(tmp_path):
     with pytest.raises(ExportMismatch, match="--static"):
         export_net(_SizeBakingNet(), tmp_path / "baked.pt", "torchscript", height=32, width=32)
+    assert not (tmp_path / "baked.pt").exists()  # a file that does not reproduce PyTorch is not left
     export_net(_SizeBakingNet(), tmp_path / "static.pt", "torchscript", height=32, width=32, dynamic=False)
 
 

@@ -44,8 +44,8 @@ torch's exporter moves weights out above this size whatever it is asked."""
 
 
 class ExportError(RuntimeError):
-    """torch could not export the network; the message is one line naming the file (the exporter's own
-    error is chained)."""
+    """An export failed (torch could not export the network, or the file does not reproduce PyTorch);
+    the message is one line naming the file, the exporter's own error is chained, no file is left."""
 
 
 class ExportMismatch(ExportError):
@@ -135,6 +135,25 @@ def export_net(
     external_data = None
     if format == "onnx" and _weight_bytes(net) > ONNX_SINGLE_FILE_LIMIT:
         external_data = output.with_name(f"{output.name}.data")  # the exporter's naming
+    try:
+        return _export_and_check(model, example, output, format, dynamic, external_data, rtol, atol)
+    except Exception:
+        for written in (output, external_data):  # a file that is not a faithful export is not left
+            if written is not None:
+                written.unlink(missing_ok=True)
+        raise
+
+
+def _export_and_check(
+    model: PadToDivisor,
+    example: Tensor,
+    output: Path,
+    format: Format,
+    dynamic: bool,
+    external_data: Path | None,
+    rtol: float,
+    atol: float,
+) -> ExportResult:
     try:  # the exporters raise many kinds of errors, with pages of trace: one line, the error chained
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic: the check decides
@@ -143,11 +162,13 @@ def export_net(
             else:
                 _export_torchscript(model, example, output)
     except Exception as error:
+        height, width = example.shape[-2:]
         raise ExportError(
-            f"{output}: torch could not export {type(net).__name__} to {format} at the example size "
-            f"{height}x{width}: {_gist(error)}"
+            f"{output}: torch could not export {type(model.infer.net).__name__} to {format} at the example "
+            f"size {height}x{width}: {_gist(error)}"
         ) from error
     run = _onnx_runner(output) if format == "onnx" else _torchscript_runner(output)
+    size_divisor, height, width = model.size_divisor, example.shape[-2], example.shape[-1]
     checks = [example]
     if dynamic:
         checks.append(torch.randn(2, 3, height + size_divisor // 2 + 3, width + size_divisor + 5))
