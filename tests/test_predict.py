@@ -69,20 +69,24 @@ def test_predict_without_output_is_refused(in_tmp_dir, tmp_path, capsys):
 
 
 def test_predict_writes_every_readable_image_and_lists_the_unreadable_ones(in_tmp_dir, capsys):
-    """Issue 11 item 6: an unreadable file (sorted first here) does not stop the others; exit code 1."""
+    """Issue 11 items 5 and 6: a 16-bit copy of an image is predicted as the 8-bit one; an unreadable
+    file (sorted first here) does not stop the others, all are listed at the end, exit code 1."""
     images = in_tmp_dir / "images"
     images.mkdir()
     (images / "a_truncated.png").write_bytes(cv2.imencode(".png", np.zeros((32, 32, 3), np.uint8))[1][:40])
     (images / "b_notes.jpg").write_text("not an image")
-    for name in ("c_good.png", "d_good.bmp"):
-        cv2.imwrite(str(images / name), np.full((40, 70, 3), 90, np.uint8))
+    image = np.random.default_rng(0).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    cv2.imwrite(str(images / "c_8bit.png"), image)
+    cv2.imwrite(str(images / "d_16bit.png"), image.astype(np.uint16) * 257)  # item 5: the same image
     output = in_tmp_dir / "predictions"
     args = ["predict", *TINY_SYNTHETIC, f"--data.init_args.predict_dir={images}", f"--output={output}"]
     with pytest.raises(SystemExit) as exit_info:
         build_cli(args)  # random weights: only which files get written matters here
     assert exit_info.value.code == 1
-    assert sorted(p.name for p in (output / "labels").iterdir()) == ["c_good.png", "d_good.png"]
-    assert sorted(p.name for p in (output / "overlays").iterdir()) == ["c_good.png", "d_good.png"]
+    for folder in ("labels", "overlays"):
+        assert sorted(p.name for p in (output / folder).iterdir()) == ["c_8bit.png", "d_16bit.png"]
+        written = [cv2.imread(str(output / folder / name)) for name in ("c_8bit.png", "d_16bit.png")]
+        assert np.array_equal(*written)  # the 16-bit copy is predicted exactly as the 8-bit image
     captured = capsys.readouterr()
     assert "wrote the predictions of 2 of 4 images" in captured.out
     unreadable = captured.err[captured.err.index("2 unreadable images (no output):") :].splitlines()
