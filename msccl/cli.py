@@ -15,6 +15,7 @@ from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import NonFiniteLossGuard, RandomStateCheckpoint, WandbValidationImages
 from msccl.training.checkpoint import AtomicCheckpointIO
+from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, write_summary
 
 __all__ = ["MscclCLI", "build_cli", "main"]
@@ -109,6 +110,11 @@ class MscclCLI(LightningCLI):
         arguments = self.config_init["predict"]
         if arguments.get("return_predictions") is None:
             arguments["return_predictions"] = False  # written to files as they come, not kept in memory
+
+    def after_predict(self) -> None:
+        """Exit 1 when an input image could not be read (the prediction writer has listed each)."""
+        if any(isinstance(c, PredictionWriter) and c.unreadable for c in self.trainer.callbacks):
+            sys.exit(1)
 
     def _write_summary(self) -> None:
         if self.run_dir is not None and self.trainer.is_global_zero:

@@ -9,9 +9,11 @@ from torch import nn
 
 from msccl import models
 from msccl.cli import build_cli, main
+from msccl.models import export
 from msccl.models.base import SegmentationNet, Tap
-from msccl.models.export import ExportMismatch, export_net
+from msccl.models.export import ExportError, ExportMismatch, export_net
 from msccl.training import SegmentationModule
+from msccl.training.evaluation import Evaluation
 from tests.conftest import TINY_SYNTHETIC
 
 SMALL_HRNET = [
@@ -26,31 +28,57 @@ def _small(name: str) -> SegmentationNet:
     return cls(3, **cls.presets["small"])
 
 
-def test_deeplabv3_onnx_with_dynamic_batch_and_size_matches_pytorch(tmp_path):
+def _pytorch_logits(net: SegmentationNet, image: torch.Tensor) -> np.ndarray:
+    """What `msccl predict` / `validate` compute in PyTorch (padded to a multiple of 32, cropped back)."""
+    with torch.no_grad():
+        return Evaluation()(lambda x: net.eval()(x).logits, image).numpy()
+
+
+def test_deeplabv3_onnx_is_one_file_and_matches_pytorch_at_any_batch_and_size(tmp_path):
     pytest.importorskip("onnxruntime")
     net = _small("DeepLabV3")
     path = tmp_path / "deeplab.onnx"
-    error = export_net(net, path, "onnx", height=64, width=64)  # checked at 1x64x64 and 2x96x128
-    assert path.is_file() and error < 1e-3
+    result = export_net(net, path, "onnx", height=64, width=64)  # checked at 1x64x64 and 2x83x101
+    assert result.max_error < 1e-3 and result.external_data is None
+    assert [p.name for p in tmp_path.iterdir()] == ["deeplab.onnx"]  # self-contained: no .onnx.data
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path))
-    image = torch.randn(3, 3, 128, 64)  # a third batch size and shape
-    with torch.no_grad():
-        expected = net.eval()(image).logits.numpy()
-    np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected, rtol=1e-3, atol=1e-4)
+    image = torch.randn(3, 3, 50, 70)  # a third batch size, not a multiple of 32
+    got = session.run(None, {"image": image.numpy()})[0]
+    np.testing.assert_allclose(got, _pytorch_logits(net, image), rtol=1e-3, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["DeepLabV3", "HRNet"])
-def test_torchscript_round_trip_matches_pytorch_at_two_sizes(tmp_path, name):
-    net = _small(name)
+def test_torchscript_round_trip_matches_pytorch_at_sizes_off_the_divisor(tmp_path, name):
+    net = _small(name)  # HRNet fails at 50x70 unless padded to a multiple of 32
     path = tmp_path / f"{name}.pt"
-    error = export_net(net, path, "torchscript", height=64, width=64)
-    assert error < 1e-4
+    result = export_net(net, path, "torchscript", height=64, width=64)
+    assert result.max_error < 1e-4
     loaded = torch.jit.load(str(path))
-    image = torch.randn(1, 3, 96, 64)
+    image = torch.randn(1, 3, 50, 70)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(image), net.eval()(image).logits, rtol=1e-4, atol=1e-5)
+        got = loaded(image).numpy()
+    np.testing.assert_allclose(got, _pytorch_logits(net, image), rtol=1e-4, atol=1e-5)
+
+
+class _TinyNet(SegmentationNet):
+    def __init__(self) -> None:
+        super().__init__(2)
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.taps = (Tap(2, 1),)
+
+    def forward_features(self, x):
+        logits = self.conv(x)
+        return logits, None, [logits]
+
+
+def test_onnx_weights_over_the_single_file_limit_go_to_a_named_data_file(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(export, "ONNX_SINGLE_FILE_LIMIT", 0)  # as if the weights exceeded protobuf's 2 GB
+    result = export_net(_TinyNet(), tmp_path / "tiny.onnx", "onnx", height=8, width=8, dynamic=False)
+    assert result.external_data == tmp_path / "tiny.onnx.data" and result.external_data.is_file()
+    assert f"its weights in {result.external_data}" in result.files()
 
 
 class _SizeBakingNet(SegmentationNet):
@@ -66,9 +94,24 @@ class _SizeBakingNet(SegmentationNet):
         return logits, None, [logits]
 
 
+class _UnexportableNet(_TinyNet):
+    def forward_features(self, x):
+        logits = torch.special.bessel_j0(self.conv(x))  # no ONNX translation
+        return logits, None, [logits]
+
+
+def test_a_network_torch_cannot_export_is_one_line_naming_the_file_and_the_operator(tmp_path):
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(ExportError, match=r"bad\.onnx: torch could not export _UnexportableNet") as error:
+        export_net(_UnexportableNet(), tmp_path / "bad.onnx", "onnx", height=8, width=8, dynamic=False)
+    assert "bessel_j0" in str(error.value) and len(str(error.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing left behind
+
+
 def test_export_that_only_works_at_the_example_size_fails_clearly(tmp_path):
     with pytest.raises(ExportMismatch, match="--static"):
         export_net(_SizeBakingNet(), tmp_path / "baked.pt", "torchscript", height=32, width=32)
+    assert not (tmp_path / "baked.pt").exists()  # a file that does not reproduce PyTorch is not left
     export_net(_SizeBakingNet(), tmp_path / "static.pt", "torchscript", height=32, width=32, dynamic=False)
 
 
@@ -89,7 +132,8 @@ def test_msccl_export_writes_hrnet_from_a_checkpoint_without_a_config(in_tmp_dir
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--static"])
     assert exit_info.value.code == 0
-    assert "HRNet -> onnx" in capsys.readouterr().out
+    assert f"wrote {output} (one self-contained file): HRNet -> onnx" in capsys.readouterr().out
+    assert [p.name for p in output.parent.iterdir()] == ["hrnet.onnx"]
     import onnxruntime
 
     net = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu").net.eval()

@@ -39,7 +39,8 @@ IGNORE_INDEX = 255
 """The one ignore id: labels travel as train ids with 255 = ignore, from the dataset file to the loss."""
 
 Sample = dict[str, Any]
-"""{"image": float [3, H, W], "label": int64 [H, W] (absent when predicting), "name": str}."""
+"""{"image": float [3, H, W], "label": int64 [H, W] (absent when predicting), "name": str}; ImageFolder's
+add "path", and carry "unreadable" (the reason) instead of "image" for a file that cannot be read."""
 
 Transform = Callable[..., dict[str, Any]]
 """An albumentations-style callable: `transform(image=..., mask=...)` returns a dict of the same keys."""
@@ -74,24 +75,43 @@ def _decode(path: Path, mode: ImageReadMode) -> np.ndarray:
     try:
         data = read_file(str(path))
     except (OSError, RuntimeError) as error:
-        raise DatasetError(f"cannot read {path}: {error}") from None
+        raise DatasetError(f"cannot read {path}: {_reason(error)}") from None
     try:
         decoded = decode_image(data, mode=mode)
     except RuntimeError as error:
-        reason = re.sub(r"^.*\.cpp:\d+, ", "", str(error).strip().splitlines()[-1])  # drop the C++ location
-        raise DatasetError(f"corrupt or truncated image {path}: {reason}") from None
+        if "Unsupported image file" in str(error):
+            raise DatasetError(f"{path} is not an image (not PNG, JPEG or WebP data)") from None
+        raise DatasetError(f"corrupt or truncated image {path}: {_reason(error)}") from None
     return decoded.permute(1, 2, 0).numpy()
 
 
+def _reason(error: Exception) -> str:
+    """The last line of a torchvision error, without its C++ source location."""
+    return re.sub(r"^.*\.cpp:\d+, ", "", str(error).strip().splitlines()[-1])
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """RGB uint8 [H, W, 3]; a DatasetError naming the file when it is missing, corrupt or truncated."""
+    """RGB uint8 [H, W, 3] of any image file, so every reader (datasets, `msccl predict`) sees the same
+    pixels: 8- or 16-bit, grey, grey + alpha, RGB, RGBA or palette.
+
+    16-bit values v become round(v / 257), so a 16-bit copy of an 8-bit image (v8 * 257) gives exactly
+    the 8-bit array; grey is replicated to three channels; a palette is looked up; alpha is dropped (the
+    colour channels as stored, not composited on a background). A DatasetError names the file when it is
+    missing, empty, corrupt, truncated, not an image or of another sample type (e.g. float TIFF).
+    """
     path = Path(path)
     if path.suffix.lower() in _TORCHVISION_EXTENSIONS:
-        return _decode(path, ImageReadMode.RGB)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)  # other formats (bmp, tiff) for `msccl predict`
-    if image is None:
-        raise DatasetError(f"cannot read image {path}: missing, unreadable or not an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = _decode(path, ImageReadMode.RGB)  # palette looked up, grey replicated, alpha dropped
+    else:  # other formats (bmp, tiff); ANYDEPTH keeps 16 bits for the same rounding as PNG
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+        if image is None:
+            raise DatasetError(f"cannot read image {path}: missing, empty, truncated or not an image")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257), exactly
+    if image.dtype != np.uint8:
+        raise DatasetError(f"image {path} has {image.dtype} pixels: msccl reads 8- or 16-bit images")
+    return image
 
 
 def read_label(path: str | Path, allow_16_bit: bool = False) -> np.ndarray:
@@ -340,7 +360,11 @@ def distinct_palette(num_colours: int, seed: int = 0) -> tuple[tuple[int, int, i
 
 
 class ImageFolder(Dataset):
-    """Every image in a folder (sorted by name), without labels: for `msccl predict`."""
+    """Every image in a folder (sorted by name), without labels: for `msccl predict`.
+
+    An unreadable file does not stop the others: its sample carries no image, only its name, path and
+    "unreadable" (the reason), so the prediction writer can list it at the end.
+    """
 
     def __init__(self, root: str | Path, transform: Transform | None = None) -> None:
         self.root = Path(root)
@@ -357,4 +381,8 @@ class ImageFolder(Dataset):
     def __getitem__(self, index: int) -> Sample:
         """The sample, plus its file's "path" (prediction writers read the original image from it)."""
         path = self.paths[index]
-        return {**to_sample(read_image(path), None, path.stem, self.transform), "path": str(path)}
+        try:
+            image = read_image(path)
+        except DatasetError as error:
+            return {"name": path.stem, "path": str(path), "unreadable": str(error)}
+        return {**to_sample(image, None, path.stem, self.transform), "path": str(path)}

@@ -173,6 +173,8 @@ class SegmentationModule(L.LightningModule):
         return self._evaluate(batch, self.test_iou, "test")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        if "unreadable" in batch:  # ImageFolder's sample of a file it could not read: nothing to infer
+            return {"name": batch["name"], "path": batch["path"], "unreadable": batch["unreadable"]}
         prediction = self.infer(batch["image"]).argmax(1)
         return {"name": batch["name"], "path": batch.get("path"), "prediction": prediction}
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
 from torch import Tensor
 
-from msccl.data.base import distinct_palette, read_image
+from msccl.data.base import IGNORE_INDEX, distinct_palette, read_image
 
-__all__ = ["PredictionWriter", "colourise", "overlay"]
+__all__ = ["IGNORE_COLOUR", "PredictionWriter", "colourise", "overlay", "write_label_png"]
+
+IGNORE_COLOUR = (0, 0, 0)
+"""Colour of the ignore id (255) and of the unused entries in the palette of a label PNG."""
 
 
 def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -26,9 +31,28 @@ def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: fl
     return blended.round().astype(np.uint8)
 
 
+def write_label_png(path: Path, label: np.ndarray, palette: np.ndarray) -> None:
+    """Train ids [H, W] as a palette PNG (mode "P"): the pixel values are the ids, so `read_label` or
+    any reader of indices gets them back, and any viewer shows the classes in `palette` [C, 3] colours
+    (ignore and unused entries in IGNORE_COLOUR). Above 256 classes: a 16-bit grey PNG of the ids."""
+    if len(palette) > 256:
+        _write_png(path, label.astype(np.uint16))
+        return
+    colours = np.tile(np.asarray(IGNORE_COLOUR, np.uint8), (256, 1))
+    colours[: len(palette)] = palette
+    if len(palette) <= IGNORE_INDEX:
+        colours[IGNORE_INDEX] = IGNORE_COLOUR
+    image = Image.fromarray(label.astype(np.uint8))
+    image.putpalette(colours.ravel().tolist())  # mode L -> P, the values untouched
+    image.save(path)
+
+
 class PredictionWriter(BasePredictionWriter):
-    """Writes `labels/<name>.png` (train ids: 8-bit, 16-bit above 256 classes) and
-    `overlays/<name>.png` (the input blended with the data module's palette) for every predicted image.
+    """Writes `labels/<name>.png` (`write_label_png`: palette PNGs of the train ids) and
+    `overlays/<name>.png` (the input blended with the data module's palette) for every readable image.
+
+    A file the data could not read (ImageFolder's "unreadable" samples) does not stop the others: it is
+    kept in `unreadable` (path -> reason) and listed at the end of the run; `msccl predict` then exits 1.
 
     Args:
         output_dir: the only folder written to (created if needed).
@@ -41,6 +65,7 @@ class PredictionWriter(BasePredictionWriter):
         self.alpha = alpha
         self.palette = np.zeros((0, 3), np.uint8)
         self.written: dict[str, str] = {}
+        self.unreadable: dict[str, str] = {}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         num_classes = pl_module.num_classes
@@ -61,9 +86,20 @@ class PredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if "unreadable" in prediction:
+            self.unreadable.update(zip(prediction["path"], prediction["unreadable"], strict=True))
+            return
         paths = prediction.get("path") or [None] * len(prediction["name"])
         for name, path, label in zip(prediction["name"], paths, prediction["prediction"], strict=True):
             self.write(name, path, label)
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        """Say what was written and list every unreadable input with its reason."""
+        total = len(self.written) + len(self.unreadable)
+        print(f"wrote the predictions of {len(self.written)} of {total} images to {self.output_dir}")
+        if self.unreadable:
+            reasons = "".join(f"\n  {reason}" for reason in self.unreadable.values())
+            print(f"{len(self.unreadable)} unreadable images (no output):{reasons}", file=sys.stderr)
 
     def write(self, name: str, source: str | None, label: Tensor) -> None:
         """Write one image's label map (and its overlay when the source image is known)."""
@@ -73,8 +109,8 @@ class PredictionWriter(BasePredictionWriter):
                 "give the images distinct file names (stems)"
             )
         self.written[name] = str(source)
-        label_map = label.cpu().numpy().astype(np.uint8 if len(self.palette) <= 256 else np.uint16)
-        _write_png(self.output_dir / "labels" / f"{name}.png", label_map)
+        label_map = label.cpu().numpy()
+        write_label_png(self.output_dir / "labels" / f"{name}.png", label_map, self.palette)
         if source is not None:
             image = read_image(source)
             blended = overlay(image, label_map, self.palette, self.alpha)
