@@ -8,7 +8,7 @@ and predict, and to the validation inside fit only when `during_fit` is set (it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -94,8 +94,9 @@ class Evaluation:
         else:
             logits = _windowed(infer, views, None, None, self.size_divisor, self.window_batch_size)
         total: Tensor | None = None
-        for view_logits, mirrored in zip(logits, self._mirrorings * len(self.scales), strict=True):
-            view_logits = _resize(view_logits.flip(-1) if mirrored else view_logits, size)
+        mirrorings = self._mirrorings * len(self.scales)
+        for index, view_logits in logits:
+            view_logits = _resize(view_logits.flip(-1) if mirrorings[index] else view_logits, size)
             total = view_logits if total is None else total + view_logits
         assert total is not None
         return total / len(views)
@@ -122,7 +123,8 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 def sliding_window(infer: Infer, images: Tensor, crop: Sequence[int], stride: Sequence[int]) -> Tensor:
     """Float32 logits of `images` [B, 3, H, W] averaged over overlapping `crop`-sized windows."""
-    return _windowed(infer, [images], crop, stride, size_divisor=1, window_batch_size=1)[0]
+    ((_, logits),) = _windowed(infer, [images], crop, stride, size_divisor=1, window_batch_size=1)
+    return logits
 
 
 def _windowed(
@@ -132,9 +134,10 @@ def _windowed(
     stride: Sequence[int] | None,
     size_divisor: int,
     window_batch_size: int,
-) -> list[Tensor]:
-    """Float32 logits of each view [B, 3, h, w], averaged over its overlapping `crop`-sized windows (None:
-    the whole view is its one window).
+) -> Iterator[tuple[int, Tensor]]:
+    """(index, float32 logits) of each view [B, 3, h, w], averaged over its overlapping `crop`-sized
+    windows (None: the whole view is its one window), yielded in order as soon as its last window is done,
+    so that only the views in flight hold full-size logits.
 
     A view smaller than the crop is zero-padded to it. Consecutive windows of the same size, across views,
     are stacked along the batch, `window_batch_size` at a time, and every network input is zero-padded
@@ -156,7 +159,8 @@ def _windowed(
             for left in window_starts(view.shape[-1], crop_w, stride[1])
         ]
     totals: list[Tensor | None] = [None] * len(views)
-    counts = [torch.zeros(1, 1, *v.shape[-2:], device=v.device) for v in padded_views]
+    counts: list[Tensor | None] = [torch.zeros(1, 1, *v.shape[-2:], device=v.device) for v in padded_views]
+    remaining = [sum(i == index for i, _ in windows) for index in range(len(views))]
     start = 0
     while start < len(windows):
         shape = windows[start][1][2:]
@@ -171,11 +175,12 @@ def _windowed(
                 totals[i] = logits.new_zeros(batch, logits.shape[1], *padded_views[i].shape[-2:])
             totals[i][..., top : top + h, left : left + w] += logits[k * batch : (k + 1) * batch]
             counts[i][..., top : top + h, left : left + w] += 1
+            remaining[i] -= 1
+            if remaining[i] == 0:
+                height, width = views[i].shape[-2:]
+                yield i, (totals[i] / counts[i])[..., :height, :width]
+                totals[i] = counts[i] = None
         start = end
-    return [
-        (total / count)[..., : view.shape[-2], : view.shape[-1]]
-        for total, count, view in zip(totals, counts, views, strict=True)
-    ]
 
 
 def _scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
