@@ -31,9 +31,8 @@ __all__ = ["loss_and_grads"]
 # tl.dot's input_precision of each matmul_precision; bf16 casts the tiles before the product.
 _DOT_PRECISION = {"highest": "ieee", "tf32": "tf32", "bf16": "ieee"}
 _FLOAT32_MIN = torch.finfo(torch.float32).min
-_INTERPRETED = tl.constexpr(
-    triton.knobs.runtime.interpret
-)  # TRITON_INTERPRET=1 when this module was imported
+# TRITON_INTERPRET=1 when this module was imported: the kernels run on CPU tensors (the tests).
+_INTERPRETED = tl.constexpr(triton.knobs.runtime.interpret)
 
 
 def loss_and_grads(
