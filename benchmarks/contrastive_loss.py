@@ -60,12 +60,12 @@ DEFAULT_IMPLEMENTATIONS = {
 }
 
 
-def make_labels(regime: str, seed: int = 0) -> torch.Tensor:
+def make_labels(regime: str, seed: int = 0, batch: int = BATCH) -> torch.Tensor:
     """Synthetic train-id labels [B, 512, 512] of a regime; a fixed seed, so both implementations agree."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.empty(BATCH, SIZE, SIZE, dtype=torch.long)
+    labels = torch.empty(batch, SIZE, SIZE, dtype=torch.long)
     ys, xs = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
-    for b in range(BATCH):
+    for b in range(batch):
         if regime == "cap-bound":
             # Two large regions split at 30-70% along a random axis.
             cut = int(torch.randint(int(0.3 * SIZE), int(0.7 * SIZE), (1,), generator=g))
@@ -88,9 +88,9 @@ def make_labels(regime: str, seed: int = 0) -> torch.Tensor:
     return labels
 
 
-def make_features(seed: int = 1) -> list[torch.Tensor]:
+def make_features(seed: int = 1, batch: int = BATCH) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(BATCH, CHANNELS, SIZE // s, SIZE // s, generator=g).requires_grad_() for s in STRIDES]
+    return [torch.randn(batch, CHANNELS, SIZE // s, SIZE // s, generator=g).requires_grad_() for s in STRIDES]
 
 
 def _rss_kib(field: str) -> int:
@@ -100,7 +100,7 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: str) -> dict:
+def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: str, batch: int) -> dict:
     """One configuration, in this (fresh) process."""
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -111,8 +111,8 @@ def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: s
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    labels = make_labels(regime).to(device)
-    features = [x.detach().to(device).requires_grad_() for x in make_features()]
+    labels = make_labels(regime, batch=batch).to(device)
+    features = [x.detach().to(device).requires_grad_() for x in make_features(batch=batch)]
     samples: list[int] = []
     settings = IMPLEMENTATIONS[impl]
     if settings is not None:
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument(
         "--impls", nargs="+", choices=list(IMPLEMENTATIONS), help="default: baseline msccl (CPU), all (CUDA)"
     )
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"images (default {BATCH}, the issue's)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "REGIME"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -209,7 +210,11 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     if args.child:
-        print(json.dumps(run_one(args.child[0], args.child[1], args.repeats, args.threads, args.device)))
+        print(
+            json.dumps(
+                run_one(args.child[0], args.child[1], args.repeats, args.threads, args.device, args.batch)
+            )
+        )
         return
     impls = args.impls or DEFAULT_IMPLEMENTATIONS[args.device]  # ratios need the baseline among them
 
@@ -218,7 +223,7 @@ def main() -> None:
     for regime in args.regimes:
         for impl in impls:
             command = [sys.executable, __file__, "--child", impl, regime, "--repeats", str(args.repeats)]
-            command += ["--device", args.device]
+            command += ["--device", args.device, "--batch", str(args.batch)]
             if args.threads:
                 command += ["--threads", str(args.threads)]
             out = subprocess.run(
@@ -240,7 +245,7 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} after"
     )
     print(
-        f"torch {torch.__version__}, {where}; batch {BATCH}, {SIZE}x{SIZE} input, "
+        f"torch {torch.__version__}, {where}; batch {args.batch}, {SIZE}x{SIZE} input, "
         f"maps {', '.join(str(SIZE // s) for s in STRIDES)}, {CHANNELS} channels, {CLASSES} classes.\n"
         f"wall / cpu: median wall-clock / process CPU time of {args.repeats} forward+backward steps after a "
         "first one; peak mem: what the first step adds at its peak (CPU: VmHWM - VmRSS; CUDA: peak allocated "

@@ -54,12 +54,12 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 if [ $SMOKE = 1 ]; then
-    step contrastive_loss 300 "$PYTHON" benchmarks/contrastive_loss.py --regimes typical --repeats 1 \
+    step contrastive_loss 300 "$PYTHON" benchmarks/contrastive_loss.py --regimes typical --batch 1 --repeats 1 \
         --impls msccl-bf16 --threads 1
-    step train_step 300 "$PYTHON" benchmarks/train_step.py --architectures FPN --size 64 --batch 2 \
-        --repeats 1 --max-pairs 2 --threads 1
-    step evaluation 300 "$PYTHON" benchmarks/evaluation.py --architecture FPN --size 64 96 --crop 32 64 \
-        --images 1 --window-batch-sizes 1 8 --repeats 1 --threads 1
+    step train_step 300 "$PYTHON" benchmarks/train_step.py --architectures FPN --size 32 --batch 2 \
+        --repeats 1 --max-pairs 1 --threads 1
+    step evaluation 300 "$PYTHON" benchmarks/evaluation.py --architecture FPN --size 64 128 --crop 64 64 \
+        --scales 0.5 1.0 --images 1 --window-batch-sizes 8 --repeats 1 --threads 1
 else
     FIT=(-m msccl fit --config conf/synthetic.yaml --trainer.accelerator=gpu --trainer.devices=1
          --trainer.max_epochs=3 --trainer.enable_progress_bar=false --trainer.enable_model_summary=false
