@@ -219,7 +219,8 @@ def main() -> None:
     impls = args.impls or DEFAULT_IMPLEMENTATIONS[args.device]  # ratios need the baseline among them
 
     load_before = os.getloadavg()[0]
-    results = {}
+    results: dict[tuple[str, str], dict] = {}
+    failures: list[tuple[str, str, str]] = []
     for regime in args.regimes:
         for impl in impls:
             command = [sys.executable, __file__, "--child", impl, regime, "--repeats", str(args.repeats)]
@@ -232,8 +233,10 @@ def main() -> None:
                 text=True,
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
-            if out.returncode != 0:
-                raise SystemExit(f"{impl} {regime} failed:\n{out.stderr[-3000:]}")
+            if out.returncode != 0:  # reported in its row; the other rows still run
+                print(f"{impl} {regime} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+                failures.append((regime, impl, (out.stderr.strip().splitlines() or ["no output"])[-1]))
+                continue
             results[regime, impl] = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"  done: {regime:9s} {impl:11s} {results[regime, impl]['wall_s']:.4f} s", file=sys.stderr)
 
@@ -269,9 +272,16 @@ def main() -> None:
     for regime in args.regimes:
         base = results.get((regime, "baseline"))
         n = next(
-            (", ".join(str(v) for v in results[regime, i]["samples"]) for i in impls if i != "baseline"), ""
+            (
+                ", ".join(str(v) for v in results[regime, i]["samples"])
+                for i in impls
+                if i != "baseline" and (regime, i) in results
+            ),
+            "",
         )
         for impl in impls:
+            if (regime, impl) not in results:
+                continue
             r = results[regime, impl]
             rows.append(
                 [
@@ -290,11 +300,15 @@ def main() -> None:
                     f"{r['grad_cosine']:.6f}" if "grad_cosine" in r else "-",
                 ]
             )
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
+    widths = [max([len(c), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
     print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
         print("| " + " | ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) + " |")
+    for regime, impl, message in failures:
+        print(f"| {regime} | | {impl} | failed: {message} |")
+    if failures:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

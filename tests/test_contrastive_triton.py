@@ -179,6 +179,9 @@ def test_infonce_refuses_an_unknown_kernel_or_precision():
     z, y = unit_set(4, 2, seed=6)
     with pytest.raises(ValueError, match="kernel"):
         infonce(z, y, kernel="cuda")
+    if not INTERPRETED:
+        with pytest.raises(ValueError, match="needs CUDA tensors"):
+            infonce(z, y, kernel="triton")
     with pytest.raises(ValueError, match="matmul_precision"):
         infonce(z, y, matmul_precision="fp8")
     with pytest.raises(ValueError, match="matmul_precision"):

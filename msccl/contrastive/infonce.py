@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import importlib.util
+import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
@@ -117,6 +118,11 @@ def _use_triton(kernel: str, anchors: Tensor) -> bool:
         raise ValueError(f"kernel must be 'auto', 'blockwise' or 'triton', got {kernel!r}")
     if kernel == "triton" and not triton_available():
         raise ValueError("kernel='triton' needs the optional Triton dependency: pip install 'msccl[triton]'")
+    if kernel == "triton" and not anchors.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            f"kernel='triton' needs CUDA tensors, got {anchors.device} ones: use kernel='auto' or 'blockwise'"
+            " (TRITON_INTERPRET=1 runs the kernels on the CPU, slowly, for tests)"
+        )
     if kernel == "auto":
         return anchors.is_cuda and anchors.dtype != torch.float64 and triton_available()
     return kernel == "triton"
