@@ -8,16 +8,18 @@ For every architecture of the model zoo (the "small" presets; `--paper` for the 
 SGD step; on a batch of synthetic images and labels (`msccl.data.SyntheticSegmentation`, so the sampler
 sees real class layouts and ignore regions). Inference is `module(images)` in eval mode.
 
-- time: median over `--repeats` steps after a warm-up step (wall-clock; on a shared CPU also the
-  process CPU time, which contention distorts less);
+- time: both variants live in one process (one fresh process per architecture) and their steps are
+  interleaved, CE then CE + contrastive, so that load changes hit both alike; each pair gives a ratio,
+  and pairs are added until there are at least `--repeats` and the ratio's interquartile range is below
+  `--iqr` (relative to its median), or `--max-pairs` is reached. The table gives the median step times
+  and the ratio's median [IQR] (wall-clock; on a CPU also the ratio of process CPU times);
 - peak memory: CPU: peak resident set size during one step after the warm-up (VmHWM, reset through
-  /proc/self/clear_refs) minus the size before it; GPU: peak allocated CUDA memory minus that before it;
-- every (architecture, variant) runs in a fresh process, so peaks do not mix.
+  /proc/self/clear_refs) minus the size before it; GPU: peak allocated CUDA memory minus that before it.
 
 With a GPU (`torch.cuda.is_available()`) it measures there, and also reports training and inference
-images/s under bf16 and fp16 autocast (fp16 with a gradient scaler).
+images/s under bf16 and fp16 autocast (fp16 with a gradient scaler), each also interleaved.
 
-    .venv/bin/python benchmarks/train_step.py                          # small presets, CPU: ~5 min on 2 cores
+    .venv/bin/python benchmarks/train_step.py                       # small presets, CPU: ~10 min, 2 cores
     .venv/bin/python benchmarks/train_step.py --paper --size 512 --batch 8    # the paper's networks (GPU)
     .venv/bin/python benchmarks/train_step.py --architectures HRNet OCRNet --threads 1
 """
@@ -43,7 +45,6 @@ sys.path.insert(0, str(ROOT))
 from msccl import models  # noqa: E402
 
 NUM_CLASSES = 8  # the synthetic dataset's
-VARIANTS = ("CE", "CE + contrastive")
 
 
 def _kib(field: str) -> int:
@@ -68,26 +69,58 @@ def peak_memory_mib(run: Callable[[], object], device: torch.device) -> float:
     return (_kib("VmHWM") - before) / 1024
 
 
-def timed(run: Callable[[], object], repeats: int, device: torch.device) -> tuple[float, float]:
-    """Median (wall-clock, process CPU) seconds of `run` over `repeats` calls."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start_wall, start_cpu = time.perf_counter(), time.process_time()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        wall.append(time.perf_counter() - start_wall)
-        cpu.append(time.process_time() - start_cpu)
-    return statistics.median(wall), statistics.median(cpu)
-
-
-def measure(
-    name: str, preset: str, contrastive: bool, size: tuple[int, int], batch: int, repeats: int
+def interleaved(
+    runs: tuple[Callable[[], object], Callable[[], object]],
+    device: torch.device,
+    min_pairs: int,
+    max_pairs: int,
+    max_iqr: float,
 ) -> dict:
-    """One (architecture, variant) in this process: float32 step and inference, and on a GPU also
-    bf16/fp16 images/s."""
+    """Alternate the two runs until the ratio second / first of each pair has a known spread.
+
+    Returns the median wall-clock and process CPU seconds of each run and the ratios' median and
+    interquartile range (wall and CPU), over at least `min_pairs` pairs, stopping when the IQR of the
+    wall ratio is at most `max_iqr` x its median or at `max_pairs`.
+    """
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
+    while True:
+        for k, run in enumerate(runs):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            run()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            wall[k].append(time.perf_counter() - start_wall)
+            cpu[k].append(time.process_time() - start_cpu)
+        ratios = [b / a for a, b in zip(*wall, strict=True)]
+        median, iqr = median_iqr(ratios)
+        if len(ratios) >= max_pairs or (len(ratios) >= min_pairs and iqr <= max_iqr * median):
+            break
+    cpu_median, cpu_iqr = median_iqr([b / max(a, 1e-9) for a, b in zip(*cpu, strict=True)])
+    return {
+        "wall_s": [statistics.median(w) for w in wall],
+        "cpu_s": [statistics.median(c) for c in cpu],
+        "ratio": median,
+        "ratio_iqr": iqr,
+        "cpu_ratio": cpu_median,
+        "cpu_ratio_iqr": cpu_iqr,
+        "pairs": len(ratios),
+    }
+
+
+def median_iqr(values: list[float]) -> tuple[float, float]:
+    """Median and interquartile range (0 for fewer than two values)."""
+    if len(values) < 2:
+        return values[0], 0.0
+    quartiles = statistics.quantiles(values, n=4, method="inclusive")
+    return quartiles[1], quartiles[2] - quartiles[0]
+
+
+def measure(name: str, preset: str, size: tuple[int, int], batch: int, pairs: tuple[int, int, float]) -> dict:
+    """Both variants of one architecture in this process: interleaved float32 steps and inference, peak
+    memory, and on a GPU also interleaved bf16/fp16 images/s."""
     from msccl.contrastive import MSCSContrastiveLoss
     from msccl.data.synthetic import SyntheticSegmentation
     from msccl.data.transforms import eval_transform
@@ -97,78 +130,96 @@ def measure(
     from models import at_size  # Swin's patch grid follows the input size
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(0)  # the same network weights for both variants: the heads are built after it
-    net = partial(models.get(name), **at_size(models.get(name).presets[preset], size))
-    module = SegmentationModule(net, NUM_CLASSES, contrastive=MSCSContrastiveLoss if contrastive else None)
-    module.to(device)
     dataset = SyntheticSegmentation(batch, size, NUM_CLASSES, seed=0, transform=eval_transform())
     samples = [dataset[i] for i in range(batch)]
     images = torch.stack([s["image"] for s in samples]).to(device)
     labels = torch.stack([s["label"] for s in samples]).to(device)
-    parameters = [p for m in module.trainable_modules() for p in m.parameters()]
-    optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9)
-
-    def train_step(dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            output = module.net(images, return_taps=contrastive)
-            loss = module.compute_losses(output, labels)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-    def inference(dtype: torch.dtype | None = None) -> None:
-        with (
-            torch.no_grad(),
-            torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
-        ):
-            module(images)
+    net = partial(models.get(name), **at_size(models.get(name).presets[preset], size))
+    steps, inferences, modules = [], [], []
+    for contrastive in (False, True):
+        torch.manual_seed(0)  # the same network weights for both variants: the heads are built after it
+        module = SegmentationModule(
+            net, NUM_CLASSES, contrastive=MSCSContrastiveLoss if contrastive else None
+        )
+        module.to(device)
+        parameters = [p for m in module.trainable_modules() for p in m.parameters()]
+        optimizer = torch.optim.SGD(parameters, lr=1e-3, momentum=0.9)
+        modules.append(module)
+        steps.append(partial(train_step, module, optimizer, images, labels, contrastive))
+        inferences.append(partial(inference, module, images))
 
     warm_up = 3 if device.type == "cuda" else 1  # CUDA: kernel selection, allocator, autocast casts
-    module.train()
-    for _ in range(warm_up):  # optimiser state, allocator, kernels
-        train_step()
-    result = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
-    result["train_peak_mib"] = peak_memory_mib(train_step, device)
-    result["train_wall_s"], result["train_cpu_s"] = timed(train_step, repeats, device)
-    module.eval()
-    for _ in range(warm_up):
-        inference()
-    result["infer_peak_mib"] = peak_memory_mib(inference, device)
-    result["infer_wall_s"], result["infer_cpu_s"] = timed(inference, repeats, device)
+    result: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu"}
+    for module in modules:
+        module.train()
+    for step in steps:
+        for _ in range(warm_up):  # optimiser state, allocator, kernels
+            step()
+        result.setdefault("train_peak_mib", []).append(peak_memory_mib(step, device))
+    result["train"] = interleaved(tuple(steps), device, *pairs)
+    for module in modules:
+        module.eval()
+    for infer in inferences:
+        for _ in range(warm_up):
+            infer()
+    result["infer"] = interleaved(tuple(inferences), device, *pairs)
     if device.type == "cuda":
         for label, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-            scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
-            module.train()
-            for _ in range(warm_up):
-                train_step(dtype, scaler)
-            wall, _ = timed(partial(train_step, dtype, scaler), repeats, device)
-            result[f"train_{label}_images_per_s"] = batch / wall
-            module.eval()
-            for _ in range(warm_up):
-                inference(dtype)
-            wall, _ = timed(partial(inference, dtype), repeats, device)
-            result[f"infer_{label}_images_per_s"] = batch / wall
+            for module in modules:
+                module.train()
+            runs = [
+                partial(step, dtype=dtype, scaler=torch.amp.GradScaler("cuda") if label == "fp16" else None)
+                for step in steps
+            ]
+            for run in runs:
+                for _ in range(warm_up):
+                    run()
+            result[f"train_{label}"] = interleaved(tuple(runs), device, *pairs)
+            for module in modules:
+                module.eval()
+            runs = [partial(infer, dtype=dtype) for infer in inferences]
+            for run in runs:
+                for _ in range(warm_up):
+                    run()
+            result[f"infer_{label}"] = interleaved(tuple(runs), device, *pairs)
     return result
 
 
-def run_in_fresh_process(name: str, preset: str, variant: str, args: argparse.Namespace) -> dict:
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        name,
-        preset,
-        variant,
-        "--size",
-        *map(str, args.size),
-        f"--batch={args.batch}",
-        f"--repeats={args.repeats}",
-    ]
+def train_step(
+    module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    contrastive: bool,
+    dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """What `training_step` does without logging: forward with taps, every loss, backward, SGD step."""
+    with torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        output = module.net(images, return_taps=contrastive)
+        loss = module.compute_losses(output, labels)["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def inference(module, images: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    with (
+        torch.no_grad(),
+        torch.autocast(images.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+    ):
+        module(images)
+
+
+def run_in_fresh_process(name: str, preset: str, args: argparse.Namespace) -> dict:
+    command = [sys.executable, __file__, "--child", name, preset, "--size", *map(str, args.size)]
+    command += [f"--batch={args.batch}", f"--repeats={args.repeats}", f"--max-pairs={args.max_pairs}"]
+    command += [f"--iqr={args.iqr}"]
     if args.threads:
         command.append(f"--threads={args.threads}")
     # a fixed mmap threshold: freed tensors go back to the system, so the resident size after the warm-up
@@ -178,12 +229,12 @@ def run_in_fresh_process(name: str, preset: str, variant: str, args: argparse.Na
     env = {**os.environ, "PYTHONPATH": path, "MALLOC_MMAP_THRESHOLD_": "65536"}
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"{name} {preset} {variant} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{name} {preset} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def ratio(results: dict, key: str) -> str:
-    return f"{results[VARIANTS[1]][key] / results[VARIANTS[0]][key]:.2f}"
+def ratio_cell(timing: dict, key: str = "ratio") -> str:
+    return f"{timing[key]:.2f} [{timing[key + '_iqr']:.2f}]"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,21 +247,26 @@ def main(argv: list[str] | None = None) -> None:
         "--size", type=int, nargs="+", default=[256], help="input HEIGHT [WIDTH] (default 256)"
     )
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=5, help="at least this many interleaved pairs")
+    parser.add_argument("--max-pairs", type=int, default=30, help="at most this many pairs (default 30)")
     parser.add_argument(
-        "--child", nargs=3, metavar=("ARCHITECTURE", "PRESET", "VARIANT"), help=argparse.SUPPRESS
+        "--iqr", type=float, default=0.05, help="stop when the ratio's IQR is below this x its median"
     )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--child", nargs=2, metavar=("ARCHITECTURE", "PRESET"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if len(args.size) > 2:
         parser.error("--size takes HEIGHT [WIDTH]")
+    if not 1 <= args.repeats <= args.max_pairs:
+        parser.error("--repeats must be between 1 and --max-pairs")
     args.size = (args.size[0], args.size[-1])
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        name, preset, variant = args.child
-        result = measure(name, preset, variant == VARIANTS[1], args.size, args.batch, args.repeats)
-        print(json.dumps(result))
+        name, preset = args.child
+        print(
+            json.dumps(measure(name, preset, args.size, args.batch, (args.repeats, args.max_pairs, args.iqr)))
+        )
         return
 
     preset = "paper" if args.paper else "small"
@@ -218,37 +274,35 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     rows, gpu_rows, device = [], [], "cpu"
     for name in names:
-        results = {variant: run_in_fresh_process(name, preset, variant, args) for variant in VARIANTS}
-        ce, full = results[VARIANTS[0]], results[VARIANTS[1]]
-        device = ce["device"]
-        print(
-            f"  done: {name} ({full['train_wall_s']:.3f} s per step with the contrastive loss)",
-            file=sys.stderr,
-        )
+        result = run_in_fresh_process(name, preset, args)
+        device, train, infer = result["device"], result["train"], result["infer"]
+        print(f"  done: {name} ({train['pairs']} pairs, ratio {ratio_cell(train)})", file=sys.stderr)
+        ce_peak, full_peak = result["train_peak_mib"]
         cells = [
-            f"{ce['train_wall_s']:.3f}",
-            f"{full['train_wall_s']:.3f}",
-            f"**{ratio(results, 'train_wall_s')}**",
-            ratio(results, "train_cpu_s"),
-            f"{ce['train_peak_mib']:.0f}",
-            f"{full['train_peak_mib']:.0f}",
-            f"**{ratio(results, 'train_peak_mib')}**",
-            f"{ce['infer_wall_s']:.3f}",
-            f"{full['infer_wall_s']:.3f}",
-            ratio(results, "infer_wall_s"),
+            f"{train['wall_s'][0]:.3f}",
+            f"{train['wall_s'][1]:.3f}",
+            f"**{ratio_cell(train)}**",
+            ratio_cell(train, "cpu_ratio"),
+            str(train["pairs"]),
+            f"{ce_peak:.0f}",
+            f"{full_peak:.0f}",
+            f"**{full_peak / ce_peak:.2f}**",
+            f"{infer['wall_s'][0]:.3f}",
+            f"{infer['wall_s'][1]:.3f}",
+            ratio_cell(infer),
         ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-        if "train_bf16_images_per_s" in ce:
-            gpu_rows.append(
-                f"| {name} | "
-                + " | ".join(
-                    f"{results[v][f'{kind}_{dtype}_images_per_s']:.1f}"
-                    for kind in ("train", "infer")
-                    for dtype in ("bf16", "fp16")
-                    for v in VARIANTS
-                )
-                + " |"
-            )
+        if "train_bf16" in result:
+            cells = []
+            for kind in ("train", "infer"):
+                for dtype in ("bf16", "fp16"):
+                    timing = result[f"{kind}_{dtype}"]
+                    ce, full = (args.batch / t for t in timing["wall_s"])
+                    # images/s ratio = 1 / time ratio
+                    cells.append(
+                        f"{ce:.1f} / {full:.1f} ({1 / timing['ratio']:.2f} [{timing['ratio_iqr']:.2f}])"
+                    )
+            gpu_rows.append(f"| {name} | " + " | ".join(cells) + " |")
     threads = args.threads or torch.get_num_threads()
     where = (
         device
@@ -257,23 +311,22 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"\n{preset} presets, batch {args.batch} of {args.size[0]}x{args.size[1]} synthetic images "
-        f"({NUM_CLASSES} classes), float32, torch {torch.__version__}, {where}; median of {args.repeats} "
-        "after a warm-up; ratios = with / without the contrastive loss (CPU ratio: process CPU time)."
+        f"({NUM_CLASSES} classes), float32, torch {torch.__version__}, {where}; CE and CE + contrastive "
+        f"steps interleaved in one process, at least {args.repeats} pairs after a warm-up, until the ratio's "
+        f"IQR <= {args.iqr} x median or {args.max_pairs} pairs; ratio = with / without the contrastive loss, "
+        "median [IQR] over the pairs; times are medians."
     )
     print(
-        "\n| architecture | train step CE (s) | + contrastive (s) | time ratio | CPU-time ratio "
-        "| peak mem CE (MiB) | + contrastive (MiB) | memory ratio | inference CE (s) | + contrastive (s) "
-        "| inference ratio |"
+        "\n| architecture | train step CE (s) | + contrastive (s) | time ratio [IQR] | CPU-time ratio [IQR] "
+        "| pairs | peak mem CE (MiB) | + contrastive (MiB) | memory ratio | inference CE (s) "
+        "| + contrastive (s) | inference ratio [IQR] |"
     )
-    print("|---|" + "---:|" * 10)
+    print("|---|" + "---:|" * 11)
     print("\n".join(rows))
     if gpu_rows:
-        print("\nimages/s (CE / CE + contrastive) under autocast:")
-        print(
-            "| architecture | train bf16 CE | train bf16 +C | train fp16 CE | train fp16 +C "
-            "| infer bf16 CE | infer bf16 +C | infer fp16 CE | infer fp16 +C |"
-        )
-        print("|---|" + "---:|" * 8)
+        print("\nimages/s CE / CE + contrastive (their ratio [IQR]) under autocast, interleaved as above:")
+        print("| architecture | train bf16 | train fp16 | infer bf16 | infer fp16 |")
+        print("|---|" + "---:|" * 4)
         print("\n".join(gpu_rows))
 
 

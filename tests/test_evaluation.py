@@ -188,3 +188,55 @@ def test_images_of_any_size_are_padded_to_the_networks_stride():
         module(images)
     with torch.no_grad():
         assert module.infer(images).shape == (1, 3, 45, 70)
+
+
+class _CountingConvNet(nn.Module):
+    """A small conv net (zero padding: not translation-equivariant at the borders, so every window's
+    logits differ from the whole image's) that counts its forwards and the images it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, NUM_CLASSES, 3, padding=1),
+        )
+        self.forwards = self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        self.images += x.shape[0]
+        return self.layers(x)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"mode": "sliding", "crop": (16, 24), "stride": (10, 7)},
+        {"mode": "sliding", "crop": (16, 16), "scales": (0.5, 1.0, 1.25), "flip": True},
+        {"mode": "sliding", "crop": (48, 64), "scales": (0.75, 1.5)},  # padded at 0.75, windows at 1.5
+        {"scales": (0.5, 1.0, 1.5), "flip": True},
+    ],
+    ids=["sliding", "sliding-scales-flip", "padded-and-windows", "whole-scales-flip"],
+)
+def test_batched_windows_give_the_one_at_a_time_logits(settings):
+    net = _CountingConvNet().eval()
+    images = torch.randn(2, 3, 36, 44)
+    with torch.no_grad():
+        one_at_a_time = Evaluation(**settings)(net, images)
+        forwards = net.forwards
+        for window_batch_size in (3, 1000):
+            net.forwards = net.images = 0
+            batched = Evaluation(**settings, window_batch_size=window_batch_size)(net, images)
+            torch.testing.assert_close(batched, one_at_a_time, rtol=1e-5, atol=1e-5)
+            assert net.images == 2 * forwards  # every window still seen once, each with the batch's 2 images
+            assert net.forwards < forwards
+    if settings.get("mode") == "sliding" and len(settings.get("scales", (1.0,))) == 1:
+        assert net.forwards == 1  # one size of window: all in one forward
+
+
+def test_window_batch_size_is_checked():
+    with pytest.raises(ValueError, match="window_batch_size"):
+        Evaluation(window_batch_size=0)

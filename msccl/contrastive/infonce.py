@@ -28,14 +28,21 @@ How it is computed (docs/method.md B2, B8):
 from __future__ import annotations
 
 import bisect
-from typing import Any
+import importlib.util
+import os
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["infonce"]
+__all__ = ["Kernel", "MatmulPrecision", "infonce", "triton_available"]
+
+MatmulPrecision = Literal["highest", "tf32", "bf16"]
+Kernel = Literal["auto", "blockwise", "triton"]
 
 
 def infonce(
@@ -46,6 +53,8 @@ def infonce(
     *,
     temperature: float = 0.1,
     block_size: int = 512,
+    matmul_precision: MatmulPrecision = "highest",
+    kernel: Kernel = "auto",
 ) -> Tensor:
     """Mean per-positive InfoNCE of ``anchors`` [Na, D] against ``contrast`` [Nc, D] (docs/method.md A3).
 
@@ -54,6 +63,14 @@ def infonce(
     the two sets are distinct (the cross-scale term) and nothing is excluded. ``block_size`` is the
     number of anchor rows whose logits are held in memory at once (B2). An empty anchor or contrast set
     gives 0 with zero gradients.
+
+    ``matmul_precision`` is the precision of the inputs of the products of normalised vectors:
+    ``highest`` (float32), ``tf32`` or ``bf16`` (tensor-core inputs); accumulation, exp and log stay
+    float32 (B2). The blockwise path rounds the normalised vectors to that precision and multiplies them
+    in float32, the same products as tensor cores compute (an accuracy model, not a speed-up on a CPU).
+    ``kernel``: ``triton`` (the fused kernels of ``msccl.contrastive.triton_infonce``, float32; needs
+    the optional ``triton`` dependency), ``blockwise`` (this module), or ``auto``: Triton for CUDA
+    tensors when Triton imports and the inputs are not float64, blockwise otherwise.
     """
     if (contrast is None) != (contrast_labels is None):
         raise ValueError("give both contrast and contrast_labels, or neither")
@@ -61,19 +78,54 @@ def infonce(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
+    if matmul_precision not in _ROUNDING:
+        raise ValueError(f"matmul_precision must be one of {sorted(_ROUNDING)}, got {matmul_precision!r}")
     _check_pair(anchors, anchor_labels, "anchors")
     if contrast is not None:
         _check_pair(contrast, contrast_labels, "contrast")
         if contrast.shape[1] != anchors.shape[1]:
             raise ValueError(f"anchors have dimension {anchors.shape[1]} but contrast {contrast.shape[1]}")
+    use_triton = _use_triton(kernel, anchors)
     # docs/method.md B2: float32 math whatever the autocast state or the input precision.
     with torch.autocast(device_type=anchors.device.type, enabled=False):
-        dtype = torch.float64 if anchors.dtype == torch.float64 else torch.float32
+        dtype = torch.float64 if anchors.dtype == torch.float64 and not use_triton else torch.float32
         za = F.normalize(anchors.to(dtype), dim=1)
         zc = None if contrast is None else F.normalize(contrast.to(dtype), dim=1)
         grad_on = torch.is_grad_enabled()
         needs = (grad_on and za.requires_grad, grad_on and zc is not None and zc.requires_grad)
-        return _InfoNCE.apply(za, zc, anchor_labels, contrast_labels, 1.0 / temperature, block_size, needs)
+        if use_triton:
+            from msccl.contrastive import triton_infonce
+
+            compute = partial(
+                triton_infonce.loss_and_grads, inv_tau=1.0 / temperature, needs=needs,
+                matmul_precision=matmul_precision,
+            )  # fmt: skip
+        else:
+            compute = partial(
+                _loss_and_grads, inv_tau=1.0 / temperature, block_size=block_size, needs=needs,
+                matmul_precision=matmul_precision,
+            )  # fmt: skip
+        return _InfoNCE.apply(za, zc, anchor_labels, contrast_labels, compute)
+
+
+def triton_available() -> bool:
+    """Whether the optional Triton dependency imports (the fused kernels of ``triton_infonce``)."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def _use_triton(kernel: str, anchors: Tensor) -> bool:
+    if kernel not in ("auto", "blockwise", "triton"):
+        raise ValueError(f"kernel must be 'auto', 'blockwise' or 'triton', got {kernel!r}")
+    if kernel == "triton" and not triton_available():
+        raise ValueError("kernel='triton' needs the optional Triton dependency: pip install 'msccl[triton]'")
+    if kernel == "triton" and not anchors.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError(
+            f"kernel='triton' needs CUDA tensors, got {anchors.device} ones: use kernel='auto' or 'blockwise'"
+            " (TRITON_INTERPRET=1 runs the kernels on the CPU, slowly, for tests)"
+        )
+    if kernel == "auto":
+        return anchors.is_cuda and anchors.dtype != torch.float64 and triton_available()
+    return kernel == "triton"
 
 
 def _check_pair(vectors: Tensor, labels: Tensor | None, name: str) -> None:
@@ -94,11 +146,9 @@ class _InfoNCE(torch.autograd.Function):
         zc: Tensor | None,
         ya: Tensor,
         yc: Tensor | None,
-        inv_tau: float,
-        block_size: int,
-        needs: tuple[bool, bool],
+        compute: Callable[..., tuple[Tensor, Tensor | None, Tensor | None]],
     ) -> Tensor:
-        loss, grad_a, grad_c = _loss_and_grads(za, ya, zc, yc, inv_tau, block_size, needs)
+        loss, grad_a, grad_c = compute(za, ya, zc, yc)
         ctx.save_for_backward(grad_a, grad_c)
         return loss
 
@@ -109,8 +159,6 @@ class _InfoNCE(torch.autograd.Function):
         return (
             None if grad_a is None else grad_a * grad_loss,
             None if grad_c is None else grad_c * grad_loss,
-            None,
-            None,
             None,
             None,
             None,
@@ -125,12 +173,15 @@ def _loss_and_grads(
     inv_tau: float,
     block_size: int,
     needs: tuple[bool, bool],
+    matmul_precision: MatmulPrecision = "highest",
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """A3 loss of normalised anchors ``za`` against ``zc`` (None: against themselves, self excluded).
 
     Returns the loss and its gradients w.r.t. ``za`` and ``zc`` (None where not needed; with
     ``zc=None`` the anchors' gradient includes their role as contrast samples).
     """
+    za = _ROUNDING[matmul_precision](za)
+    zc = None if zc is None else _ROUNDING[matmul_precision](zc)
     same = zc is None
     # With one set, its rows need both their anchor and their contrast gradients.
     need_a, need_c = (needs[0], needs[0]) if same else needs
@@ -169,6 +220,22 @@ def _loss_and_grads(
     if same:
         return loss, _unsort(None if grad_a is None else grad_a + grad_c, perm_a), None
     return loss, _unsort(grad_a, perm_a), _unsort(grad_c, perm_c)
+
+
+def _round_to_tf32(z: Tensor) -> Tensor:
+    """Float32 values rounded to TF32's 10-bit mantissa (to nearest, ties away from zero, as cuBLAS)."""
+    if z.dtype != torch.float32:
+        return _round_to_tf32(z.float()).to(z.dtype)
+    bits = z.view(torch.int32)
+    return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+# The operands of the products of normalised vectors under each matmul_precision (docs/method.md B2).
+_ROUNDING: dict[str, Callable[[Tensor], Tensor]] = {
+    "highest": lambda z: z,
+    "tf32": _round_to_tf32,
+    "bf16": lambda z: z.to(torch.bfloat16).to(z.dtype),
+}
 
 
 # Up to this 1/tau, exp(l) with |l| <= 1/tau (unit vectors) can neither overflow nor underflow float32,

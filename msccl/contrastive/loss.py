@@ -8,13 +8,13 @@ The training module multiplies it by its own weight (0.1 in the paper); this mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
-from msccl.contrastive.infonce import infonce
+from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
 from msccl.contrastive.sampling import (
     ClassBalancedSample,
     check_labels,
@@ -56,6 +56,12 @@ class MSCSContrastiveLoss(nn.Module):
         budget: ``per_device`` (the paper: each process samples and contrasts its own batch) or
             ``global`` (B6: V from the pairs of all ranks, samples all-gathered; see ``distributed``).
         block_size: anchor rows per block of logits; bounds memory at block_size x N floats (B2).
+        matmul_precision: inputs of the products of normalised vectors (B2): ``highest`` (float32),
+            ``tf32``, ``bf16``, or ``auto``: ``bf16`` when the sampled features arrive in bfloat16 (the
+            network ran under bf16 autocast, so bf16 is their own precision), ``highest`` otherwise.
+            Sums, exp and log stay float32; see ``infonce`` and the README for the measured error.
+        kernel: ``auto`` (the fused Triton kernels on CUDA when Triton is installed, else blockwise),
+            ``blockwise`` or ``triton`` (see ``infonce``).
 
     ``forward(features, labels, generator=None)`` returns ``(loss, terms)``. ``terms`` holds detached
     tensors for logging: ``ms/s{s}`` the multi-scale term of scale s, ``cs/s{a}-s{c}`` the cross-scale
@@ -81,6 +87,8 @@ class MSCSContrastiveLoss(nn.Module):
         detach_low_res: bool = False,
         budget: Literal["per_device", "global"] = "per_device",
         block_size: int = 512,
+        matmul_precision: Literal["auto", "highest", "tf32", "bf16"] = "auto",
+        kernel: Kernel = "auto",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -102,6 +110,12 @@ class MSCSContrastiveLoss(nn.Module):
             )
         if budget not in ("per_device", "global"):
             raise ValueError(f"budget must be 'per_device' or 'global', got {budget!r}")
+        if matmul_precision not in ("auto", *get_args(MatmulPrecision)):
+            raise ValueError(
+                f"matmul_precision must be auto, highest, tf32 or bf16, got {matmul_precision!r}"
+            )
+        if kernel not in get_args(Kernel):
+            raise ValueError(f"kernel must be auto, blockwise or triton, got {kernel!r}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature
@@ -121,6 +135,8 @@ class MSCSContrastiveLoss(nn.Module):
         self.detach_low_res = detach_low_res
         self.budget = budget
         self.block_size = block_size
+        self.matmul_precision = matmul_precision
+        self.kernel = kernel
 
     def forward(
         self, features: Sequence[Tensor], labels: Tensor, generator: torch.Generator | None = None
@@ -227,6 +243,11 @@ class MSCSContrastiveLoss(nn.Module):
         gather = self.budget == "global" and world_size() > 1
         vectors: dict[int, tuple[Tensor, Tensor]] = {}
         terms: dict[str, Tensor] = {}
+        precision = self.matmul_precision
+        if precision == "auto":
+            arrived = {sample.features.dtype for sample in samples if sample is not None}
+            precision = "bf16" if arrived == {torch.bfloat16} else "highest"
+        settings = {"block_size": self.block_size, "matmul_precision": precision, "kernel": self.kernel}
         for s, sample in enumerate(samples):
             if sample is None:
                 continue
@@ -241,7 +262,7 @@ class MSCSContrastiveLoss(nn.Module):
         weighted: list[Tensor] = []
         if self.multi_scale:
             for s, (z, y) in vectors.items():
-                term = infonce(z, y, temperature=self.temperature, block_size=self.block_size)
+                term = infonce(z, y, temperature=self.temperature, **settings)
                 terms[f"ms/s{s}"] = term.detach()
                 weighted.append(scale_weights[s] * term)
         for a, c, weight in pairs:
@@ -249,9 +270,7 @@ class MSCSContrastiveLoss(nn.Module):
             if self.detach_low_res:
                 zc = zc.detach()
             # A4: anchors from scale a (0 in the paper), contrast set from the lower-resolution scale c.
-            term = infonce(
-                za, ya, zc, yc, temperature=self.cross_scale_temperature, block_size=self.block_size
-            )
+            term = infonce(za, ya, zc, yc, temperature=self.cross_scale_temperature, **settings)
             terms[f"cs/s{a}-s{c}"] = term.detach()
             weighted.append(weight * term)
         if not weighted:

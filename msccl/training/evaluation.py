@@ -8,7 +8,7 @@ and predict, and to the validation inside fit only when `during_fit` is set (it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,6 +41,11 @@ class Evaluation:
             the padding cropped off the logits, so images of any size can be evaluated.
         during_fit: use this evaluation for the validation inside `fit` too; otherwise `fit` validates
             on whole images at one scale, which is cheaper and enough to pick checkpoints.
+        window_batch_size: how many network inputs (windows of every scale and flip; whole images of
+            one scale and its mirror) go through the network in one forward, each holding the batch's
+            B images: B x window_batch_size images per forward. 1 infers them one at a time; more fills
+            a GPU (the paper's Cityscapes protocol has 9 windows x 6 scales x 2 flips per image). The
+            logits are the same up to float rounding (eval mode: no image sees another).
     """
 
     mode: Literal["whole", "sliding"] = "whole"
@@ -50,6 +55,7 @@ class Evaluation:
     flip: bool = False
     size_divisor: int = 32
     during_fit: bool = False
+    window_batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "sliding"):
@@ -63,6 +69,8 @@ class Evaluation:
             raise ValueError(f"evaluation.scales must be positive factors, got {self.scales}")
         if self.size_divisor < 1:
             raise ValueError(f"evaluation.size_divisor must be >= 1, got {self.size_divisor}")
+        if self.window_batch_size < 1:
+            raise ValueError(f"evaluation.window_batch_size must be >= 1, got {self.window_batch_size}")
 
     @property
     def window_stride(self) -> tuple[int, int]:
@@ -74,26 +82,28 @@ class Evaluation:
     def __call__(self, infer: Infer, images: Tensor) -> Tensor:
         """Float32 logits [B, C, H, W] at the size of `images` [B, 3, H, W]."""
         size = images.shape[-2:]
-        total: Tensor | None = None
-        passes = 0
+        views = []
         for scale in self.scales:
             scaled = _resize(images, _scaled_size(size, scale))
-            for mirrored in (False, True) if self.flip else (False,):
-                logits = self._one_pass(infer, scaled.flip(-1) if mirrored else scaled)
-                logits = _resize(logits.flip(-1) if mirrored else logits, size)
-                total = logits if total is None else total + logits
-                passes += 1
-        assert total is not None
-        return total / passes
-
-    def _one_pass(self, infer: Infer, images: Tensor) -> Tensor:
-        def padded(x: Tensor) -> Tensor:
-            return padded_inference(infer, x, self.size_divisor)
-
+            views += [scaled.flip(-1) if mirrored else scaled for mirrored in self._mirrorings]
         if self.mode == "sliding":
             assert self.crop is not None
-            return sliding_window(padded, images, self.crop, self.window_stride)
-        return padded(images)
+            logits = _windowed(
+                infer, views, self.crop, self.window_stride, self.size_divisor, self.window_batch_size
+            )
+        else:
+            logits = _windowed(infer, views, None, None, self.size_divisor, self.window_batch_size)
+        total: Tensor | None = None
+        mirrorings = self._mirrorings * len(self.scales)
+        for index, view_logits in logits:
+            view_logits = _resize(view_logits.flip(-1) if mirrorings[index] else view_logits, size)
+            total = view_logits if total is None else total + view_logits
+        assert total is not None
+        return total / len(views)
+
+    @property
+    def _mirrorings(self) -> tuple[bool, ...]:
+        return (False, True) if self.flip else (False,)
 
 
 def padded_inference(infer: Infer, images: Tensor, size_divisor: int) -> Tensor:
@@ -113,24 +123,64 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
 
 def sliding_window(infer: Infer, images: Tensor, crop: Sequence[int], stride: Sequence[int]) -> Tensor:
     """Float32 logits of `images` [B, 3, H, W] averaged over overlapping `crop`-sized windows."""
-    height, width = images.shape[-2:]
-    crop_h, crop_w = crop
-    pad_h, pad_w = max(crop_h - height, 0), max(crop_w - width, 0)
-    if pad_h or pad_w:
-        images = F.pad(images, (0, pad_w, 0, pad_h))
-    padded_h, padded_w = images.shape[-2:]
-    total: Tensor | None = None
-    count = torch.zeros(1, 1, padded_h, padded_w, device=images.device)
-    for top in window_starts(padded_h, crop_h, stride[0]):
-        for left in window_starts(padded_w, crop_w, stride[1]):
-            window = (..., slice(top, top + crop_h), slice(left, left + crop_w))
-            logits = infer(images[window]).float()
-            if total is None:
-                total = logits.new_zeros(logits.shape[:2] + (padded_h, padded_w))
-            total[window] += logits
-            count[window] += 1
-    assert total is not None
-    return (total / count)[..., :height, :width]
+    ((_, logits),) = _windowed(infer, [images], crop, stride, size_divisor=1, window_batch_size=1)
+    return logits
+
+
+def _windowed(
+    infer: Infer,
+    views: Sequence[Tensor],
+    crop: Sequence[int] | None,
+    stride: Sequence[int] | None,
+    size_divisor: int,
+    window_batch_size: int,
+) -> Iterator[tuple[int, Tensor]]:
+    """(index, float32 logits) of each view [B, 3, h, w], averaged over its overlapping `crop`-sized
+    windows (None: the whole view is its one window), yielded in order as soon as its last window is done,
+    so that only the views in flight hold full-size logits.
+
+    A view smaller than the crop is zero-padded to it. Consecutive windows of the same size, across views,
+    are stacked along the batch, `window_batch_size` at a time, and every network input is zero-padded
+    to a multiple of `size_divisor` (`padded_inference`); the padding is cropped off the logits.
+    """
+    batch = views[0].shape[0]
+    padded_views, windows = [], []  # windows: (view index, (top, left, height, width))
+    for index, view in enumerate(views):
+        height, width = view.shape[-2:]
+        crop_h, crop_w = (height, width) if crop is None else crop
+        view = F.pad(view, (0, max(crop_w - width, 0), 0, max(crop_h - height, 0)))
+        padded_views.append(view)
+        if crop is None:
+            windows.append((index, (0, 0, height, width)))
+            continue
+        windows += [
+            (index, (top, left, crop_h, crop_w))
+            for top in window_starts(view.shape[-2], crop_h, stride[0])
+            for left in window_starts(view.shape[-1], crop_w, stride[1])
+        ]
+    totals: list[Tensor | None] = [None] * len(views)
+    counts: list[Tensor | None] = [torch.zeros(1, 1, *v.shape[-2:], device=v.device) for v in padded_views]
+    remaining = [sum(i == index for i, _ in windows) for index in range(len(views))]
+    start = 0
+    while start < len(windows):
+        shape = windows[start][1][2:]
+        end = start + 1
+        while end < len(windows) and end - start < window_batch_size and windows[end][1][2:] == shape:
+            end += 1
+        chunk = windows[start:end]
+        crops = [padded_views[i][..., top : top + h, left : left + w] for i, (top, left, h, w) in chunk]
+        logits = padded_inference(infer, torch.cat(crops), size_divisor)
+        for k, (i, (top, left, h, w)) in enumerate(chunk):
+            if totals[i] is None:
+                totals[i] = logits.new_zeros(batch, logits.shape[1], *padded_views[i].shape[-2:])
+            totals[i][..., top : top + h, left : left + w] += logits[k * batch : (k + 1) * batch]
+            counts[i][..., top : top + h, left : left + w] += 1
+            remaining[i] -= 1
+            if remaining[i] == 0:
+                height, width = views[i].shape[-2:]
+                yield i, (totals[i] / counts[i])[..., :height, :width]
+                totals[i] = counts[i] = None
+        start = end
 
 
 def _scaled_size(size: Sequence[int], scale: float) -> tuple[int, int]:
