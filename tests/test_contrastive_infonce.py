@@ -1,4 +1,4 @@
-"""The per-positive InfoNCE (docs/method.md A3) against the loop reference, gradcheck, chunking and AMP (B2)."""
+"""The per-positive InfoNCE (docs/method.md A3) vs the loop reference, gradcheck, chunking and AMP (B2)."""
 
 from __future__ import annotations
 
