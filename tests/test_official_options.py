@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from msccl import models
+from msccl.cli import build_cli
 from msccl.contrastive import MSCSContrastiveLoss, ProjectionHeads
 from msccl.training import SegmentationModule
 from msccl.training.optim import parameter_groups
+from tests.conftest import REPO, SYNTHETIC_CONFIG
 from tests.test_models import TINY_SWIN
 
 SMALL_HRNET = "hrnet_w18_small"  # branches 16/32/64/128: 240 channels concatenated
@@ -121,3 +124,23 @@ def test_projector_batchnorm_momentum_is_a_setting():
         projection_bn_momentum=0.0003,
     )
     assert {head[2].momentum for head in module.projection_heads} == {0.0003}
+
+
+def test_the_official_settings_are_config_keys(capsys):
+    snippet = REPO / "conf" / "models" / "ocrnet_hrnet_w48.yaml"
+    official = [
+        "--model.init_args.net.init_args.head=official",
+        "--model.init_args.net.init_args.align_corners=true",
+        "--model.init_args.no_decay_rule=official",
+        "--model.init_args.projection_bn_momentum=0.0003",
+    ]
+    with pytest.raises(SystemExit):
+        build_cli(["fit", f"--config={SYNTHETIC_CONFIG}", f"--config={snippet}", *official, "--print_config"])
+    model = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert model["net"]["init_args"]["head"] == "official" and model["net"]["init_args"]["align_corners"]
+    assert model["no_decay_rule"] == "official" and model["projection_bn_momentum"] == 0.0003
+    with pytest.raises(SystemExit):  # a misspelt value fails before anything runs
+        build_cli(
+            ["fit", f"--config={SYNTHETIC_CONFIG}", "--model.init_args.no_decay_rule=names", "--print_config"]
+        )
+    assert "no_decay_rule" in capsys.readouterr().err
