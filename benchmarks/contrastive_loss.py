@@ -1,7 +1,7 @@
 """Forward+backward time and peak memory of msccl's contrastive loss versus a loop-based baseline.
 
-Setting of the issue: batch 8, 4 scales of a 512x512 input (feature maps 128, 64, 32, 16), 256
-channels, 19 classes, in two label regimes:
+Setting (a training batch of the paper's networks): batch 8, 4 scales of a 512x512 input (feature maps
+128, 64, 32, 16), 256 channels, 19 classes, in two label regimes:
 
 - typical: many classes and small objects (N of a few hundred to ~1000 samples per scale);
 - cap-bound: two large regions per image (N = 10000 at the two finest scales).

@@ -1,4 +1,4 @@
-"""The contrastive loss on a CUDA GPU under autocast: float16 and bfloat16 against float32 (method.md B2).
+"""The contrastive loss on a CUDA GPU under autocast: float16 and bfloat16 vs float32 (docs/method.md B2).
 
 Same inputs as `contrastive_loss.py` (batch 8, 4 scales of a 512x512 input, 256 channels, 19 classes; the
 typical and cap-bound label regimes). The embeddings reach the loss in the autocast dtype, as a

@@ -1,4 +1,4 @@
-"""The training pipeline of docs/method.md C3 and the pitfalls around it (docs/pitfalls.md: padding, interpolation)."""
+"""The training pipeline of docs/method.md C3 and its pitfalls (docs/pitfalls.md: padding, interpolation)."""
 
 from __future__ import annotations
 

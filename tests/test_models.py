@@ -148,7 +148,7 @@ def test_paper_configurations_announce_the_method_taps(name, kwargs, expected):
 
 
 def test_hrnet_taps_are_branch_outputs_not_timm_incre_features():
-    """docs/pitfalls.md: timm's features_only gives 128/256/512/1024 (incre modules) unless feature_location=''."""
+    """docs/pitfalls.md: timm's features_only gives the incre-module widths unless feature_location=''."""
     net = small("HRNet")  # hrnet_w18_small: branches 16/32/64/128
     assert [t.channels for t in net.taps] == [16, 32, 64, 128]
     assert not hasattr(net.backbone.body, "incre_modules") or net.backbone.body.incre_modules is None

@@ -123,7 +123,7 @@ def _texture(rng: np.random.Generator, spec: _SyntheticClass, yy: np.ndarray, xx
 
 def _shape_mask(rng: np.random.Generator, shape: str, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     height, width = yy.shape
-    # object sizes from a few pixels to a third of the image, log-uniform
+    # radius log-uniform from 3 pixels to a third of the image side: objects up to two thirds of it across
     radius = float(np.exp(rng.uniform(np.log(3.0), np.log(min(height, width) / 3))))
     cy, cx = rng.uniform(0, height), rng.uniform(0, width)
     if shape == "disc":

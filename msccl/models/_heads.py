@@ -35,10 +35,10 @@ class ConvHead(nn.Sequential):
         )
 
 
-def concat_at_highest_resolution(features: list[Tensor]) -> Tensor:
+def concat_at_highest_resolution(features: list[Tensor], align_corners: bool = False) -> Tensor:
     """Bilinearly upsample every map to the first (highest-resolution) one and concatenate channels."""
     size = features[0].shape[-2:]
     resized = [features[0]] + [
-        F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in features[1:]
+        F.interpolate(f, size=size, mode="bilinear", align_corners=align_corners) for f in features[1:]
     ]
     return torch.cat(resized, dim=1)

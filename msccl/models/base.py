@@ -42,6 +42,9 @@ class SegmentationNet(nn.Module):
     """
 
     presets: ClassVar[dict[str, dict[str, Any]]] = {"small": {}}
+    align_corners: bool = False
+    """Bilinear `align_corners` of the upsampling to input size; HRNet and OCRNet make it a setting
+    (the official code uses true there, docs/method.md "Differences from the official code")."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -57,9 +60,9 @@ class SegmentationNet(nn.Module):
     def forward(self, x: Tensor, return_taps: bool = False) -> SegmentationOutput:
         logits, aux_logits, taps = self.forward_features(x)
         size = x.shape[-2:]
-        logits = _resize(logits, size)
+        logits = _resize(logits, size, self.align_corners)
         if aux_logits is not None and self.training:
-            aux_logits = _resize(aux_logits, size)
+            aux_logits = _resize(aux_logits, size, self.align_corners)
         else:
             aux_logits = None
         return SegmentationOutput(logits, aux_logits, list(taps) if return_taps else [])
@@ -111,7 +114,7 @@ class _KeepOutput:
         self.store.outputs[self.index] = output
 
 
-def _resize(logits: Tensor, size: torch.Size) -> Tensor:
+def _resize(logits: Tensor, size: torch.Size, align_corners: bool) -> Tensor:
     if logits.shape[-2:] == size:
         return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)

@@ -8,11 +8,16 @@ The head follows the published design and the authors' HRNet-OCR code:
 3. pixel-region relation: each pixel attends to the K region representations (scaled dot product);
 4. augmented representation: the attended object context, concatenated with the pixel
    representation, fused by conv1x1-BN-ReLU (+dropout) and classified.
+
+`head` picks the soft-region head and the fusion dropout (`OCR_HEADS`): "msccl" (HRNet-OCR's published
+design and mmsegmentation's) or "official" (the authors' models/OCR.py), docs/method.md "Differences from the
+official code".
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +30,37 @@ from msccl.models.hrnet import HRNetBackbone, select_branches
 from msccl.models.registry import register
 from msccl.models.weights import Pretrained
 
-__all__ = ["OCRNet", "OCRHead"]
+__all__ = ["OCRNet", "OCRHead", "OCR_HEADS", "OCRHeadStyle"]
+
+
+def _msccl_region_head(
+    in_channels: int, num_classes: int, uses_hrnet: bool, mid_channels: int, region_channels: int
+) -> nn.Module:
+    """HRNet-OCR's conv1x1(720 -> 720)-BN-ReLU-conv1x1; over smp encoders mmsegmentation's FCN head on C4."""
+    if uses_hrnet:
+        return ConvHead(in_channels, in_channels, num_classes, kernel_size=1, dropout=0.0)
+    return ConvHead(in_channels, region_channels, num_classes, kernel_size=3, dropout=0.1)
+
+
+def _official_region_head(
+    in_channels: int, num_classes: int, uses_hrnet: bool, mid_channels: int, region_channels: int
+) -> nn.Module:
+    """The authors' models/OCR.py for every backbone: conv3x3(in -> 512)-BN-ReLU-conv1x1, no dropout."""
+    return ConvHead(in_channels, mid_channels, num_classes, kernel_size=3, dropout=0.0)
+
+
+class OCRHeadStyle(NamedTuple):
+    """An OCRNet head variant: its soft-region head builder and the dropout after the fusion."""
+
+    region_head: Callable[[int, int, bool, int, int], nn.Module]
+    fusion_dropout: float
+
+
+OCR_HEADS: dict[str, OCRHeadStyle] = {
+    "msccl": OCRHeadStyle(_msccl_region_head, fusion_dropout=0.05),
+    "official": OCRHeadStyle(_official_region_head, fusion_dropout=0.0),
+}
+"""OCRNet head variants by name (OCRNet's `head` setting)."""
 
 
 class OCRHead(nn.Module):
@@ -88,6 +123,9 @@ class OCRNet(SegmentationNet):
         output_stride: 8 or 16 for smp encoders (HRNet is always 32 with branches down to stride 4).
         mid_channels, key_channels: OCR widths (512 / 256 in the paper).
         region_channels: width of the soft-region head for smp encoders (256 in mmsegmentation).
+        head: "msccl" (the heads above, fusion dropout 0.05) or "official" (the authors' soft-region head
+            conv3x3(in -> mid_channels)-BN-ReLU-conv1x1 for every backbone, no dropout): `OCR_HEADS`.
+        align_corners: bilinear `align_corners` when upsampling branches and logits (official: true).
     """
 
     presets = {
@@ -105,30 +143,35 @@ class OCRNet(SegmentationNet):
         mid_channels: int = 512,
         key_channels: int = 256,
         region_channels: int = 256,
+        head: Literal["msccl", "official"] = "msccl",
+        align_corners: bool = False,
     ) -> None:
         super().__init__(num_classes)
+        if head not in OCR_HEADS:
+            raise ValueError(f"head={head!r}: choose one of {sorted(OCR_HEADS)}")
+        style = OCR_HEADS[head]
+        self.align_corners = align_corners
         self.uses_hrnet = backbone.startswith("hrnet")
         if self.uses_hrnet:
             self.backbone = HRNetBackbone(backbone, pretrained)
             self.tap_branches = select_branches((2, 3, 4, 5) if tap_stages is None else tap_stages)
             self.taps = tuple(self.backbone.branches[i] for i in self.tap_branches)
-            width = sum(tap.channels for tap in self.backbone.branches)
-            self.region_head = ConvHead(width, width, num_classes, kernel_size=1, dropout=0.0)
-            pixel_channels = width
+            regions_channels = pixel_channels = sum(tap.channels for tap in self.backbone.branches)
         else:
             self.backbone = build_smp_encoder(backbone, pretrained, output_stride)
             stages = (2, 5) if tap_stages is None else tuple(tap_stages)
             self.taps = encoder_taps(self.backbone, stages)
             self.tap_stages = stages
-            channels = self.backbone.out_channels
-            self.region_head = ConvHead(channels[4], region_channels, num_classes, kernel_size=3, dropout=0.1)
-            pixel_channels = channels[5]
-        self.ocr = OCRHead(pixel_channels, num_classes, mid_channels, key_channels)
+            regions_channels, pixel_channels = self.backbone.out_channels[4], self.backbone.out_channels[5]
+        self.region_head = style.region_head(
+            regions_channels, num_classes, self.uses_hrnet, mid_channels, region_channels
+        )
+        self.ocr = OCRHead(pixel_channels, num_classes, mid_channels, key_channels, style.fusion_dropout)
 
     def forward_features(self, x: Tensor) -> tuple[Tensor, Tensor | None, list[Tensor]]:
         features = self.backbone(x)
         if self.uses_hrnet:
-            pixels = regions_input = concat_at_highest_resolution(features)
+            pixels = regions_input = concat_at_highest_resolution(features, self.align_corners)
             taps = [features[i] for i in self.tap_branches]
         else:
             regions_input, pixels = features[4], features[5]
@@ -136,6 +179,6 @@ class OCRNet(SegmentationNet):
         region_logits = self.region_head(regions_input)
         if region_logits.shape[-2:] != pixels.shape[-2:]:  # output stride 16/32: C4 finer than C5
             region_logits = F.interpolate(
-                region_logits, size=pixels.shape[-2:], mode="bilinear", align_corners=False
+                region_logits, size=pixels.shape[-2:], mode="bilinear", align_corners=self.align_corners
             )
         return self.ocr(pixels, region_logits), region_logits, taps

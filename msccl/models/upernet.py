@@ -38,7 +38,8 @@ class UPerNet(SmpNet):
         decoder_channels: PPM / FPN width (512 in the paper's mmsegmentation configs).
         tap_position: "fpn" or "backbone".
         tap_stages: levels to tap, an increasing subset of 2..5.
-        aux_stage: encoder stage of the auxiliary FCN head (4 = stride 16); None: no auxiliary head.
+        aux_stage: encoder stage of the auxiliary FCN head (4 = stride 16, mmsegmentation's; the authors'
+            Swin recipe uses 5 = stride 32, Swin-T's 768 channels); None: no auxiliary head.
         aux_channels: width of the auxiliary head.
         encoder_kwargs: extra `timm.create_model` arguments for `tu-` encoders.
     """

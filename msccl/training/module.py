@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Literal
 
 import lightning as L
 import torch
@@ -41,11 +42,16 @@ class SegmentationModule(L.LightningModule):
         contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper, A4);
             `ContrastiveWeightSchedule` can delay and ramp it.
         projection_dim: channels of the projection heads' output (256 in the paper, A1).
+        projection_bn_momentum: momentum of the projection heads' BatchNorms (the official code: 0.0003;
+            it only moves running statistics, which nothing uses: the heads never run at inference).
         optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
         poly_power: exponent of the per-iteration poly decay of the learning rate.
         warmup_steps: iterations of linear warm-up before the poly decay.
         warmup_start_factor: LR factor at the first warm-up step.
-        decay_norms_and_biases: False keeps norms, biases and position tables out of weight decay.
+        decay_norms_and_biases: False keeps the parameters `no_decay_rule` picks out of weight decay.
+        no_decay_rule: "shape" (every parameter with at most one dimension, i.e. norms and biases, and
+            position tables) or "official" (the authors' name list: `absolute_pos_embed`, `norm`,
+            `relative_position_bias_table`); `msccl.training.optim.NO_DECAY_RULES`.
         evaluation: whole-image / sliding-window / multi-scale + flip inference for validate, test and
             predict (`msccl.training.evaluation.Evaluation`); default: whole image, one scale.
         class_groups: linked from the data module: named groups of class ids whose mean IoU is reported
@@ -63,11 +69,13 @@ class SegmentationModule(L.LightningModule):
         contrastive: ContrastiveLossBuilder | None = None,
         contrastive_weight: float = 0.1,
         projection_dim: int = 256,
+        projection_bn_momentum: float = 0.1,
         optimizer: OptimizerCallable | None = None,
         poly_power: float = 0.9,
         warmup_steps: int = 0,
         warmup_start_factor: float = 1e-6,
         decay_norms_and_biases: bool = True,
+        no_decay_rule: Literal["shape", "official"] = "shape",
         evaluation: Evaluation | None = None,
         class_groups: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
@@ -93,7 +101,9 @@ class SegmentationModule(L.LightningModule):
         self.projection_heads = (
             None
             if contrastive is None
-            else ProjectionHeads([tap.channels for tap in self.net.taps], projection_dim)
+            else ProjectionHeads(
+                [tap.channels for tap in self.net.taps], projection_dim, projection_bn_momentum
+            )
         )
         self.contrastive_weight = contrastive_weight
         self.contrastive_weight_factor = 1.0  # set by ContrastiveWeightSchedule; constant 1 = the paper
@@ -102,6 +112,7 @@ class SegmentationModule(L.LightningModule):
         self.warmup_steps = warmup_steps
         self.warmup_start_factor = warmup_start_factor
         self.decay_norms_and_biases = decay_norms_and_biases
+        self.no_decay_rule = no_decay_rule
         self.evaluation = evaluation or Evaluation()
         self.class_groups = {name: tuple(members) for name, members in (class_groups or {}).items()}
         for name, members in self.class_groups.items():
@@ -222,7 +233,7 @@ class SegmentationModule(L.LightningModule):
         return [self.net] if self.projection_heads is None else [self.net, self.projection_heads]
 
     def configure_optimizers(self) -> dict:
-        groups = parameter_groups(self.trainable_modules(), self.decay_norms_and_biases)
+        groups = parameter_groups(self.trainable_modules(), self.decay_norms_and_biases, self.no_decay_rule)
         if self.optimizer is None:
             optimizer = torch.optim.SGD(groups, lr=0.01, momentum=0.9, weight_decay=5e-4)
         else:
