@@ -31,6 +31,7 @@ from msccl.data.cadis import CADIS_TASK_CLASSES, CaDISSegmentation
 from msccl.data.cityscapes import CityscapesSegmentation
 from msccl.data.datamodule import default_num_workers
 from msccl.data.pascal_context import PascalContextSegmentation
+from msccl.progress import progress
 
 __all__ = ["DATASETS", "check_dataset", "inspect_pair", "main"]
 
@@ -102,7 +103,7 @@ def check_dataset(
         split_problems = list(dataset.problems)
         raw_counts = np.zeros(256, np.int64)
         loader = DataLoader(_Inspections(dataset), batch_size=8, num_workers=workers, collate_fn=_unbatched)
-        for batch in loader:
+        for batch in progress(loader, desc=f"checking {split}", unit="batch"):
             for pair_problems, counts in batch:
                 split_problems += pair_problems
                 if counts is not None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from msccl.models.base import SegmentationNet
+from msccl.progress import progress
 
 __all__ = ["ExportMismatch", "LogitsOnly", "export_net", "main"]
 
@@ -71,7 +72,7 @@ def export_net(
     if dynamic:
         checks.append(torch.randn(2, 3, height + 32, width + 64))
     worst = 0.0
-    for image in checks:
+    for image in progress(checks, desc="checking the export", unit="input"):
         with torch.no_grad():
             expected = model(image).numpy()
         got = run(image)
