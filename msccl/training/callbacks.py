@@ -9,6 +9,7 @@ leaves its confusion matrix and per-class IoU as pictures in the run directory."
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_warn
+
+from msccl.data.transforms import denormalise
 
 __all__ = [
     "ContrastiveWeightSchedule",
@@ -180,56 +183,57 @@ def _set_random_states(states: dict[str, Any]) -> None:
 
 
 class WandbValidationImages(Callback):
-    """Logs the first `num_images` validation images of every validation, each with its predicted and
-    true masks as W&B mask overlays (`val/examples`); does nothing unless a WandbLogger is configured.
+    """Logs the first `num_images` validation images of every validation (`val/examples`), in their
+    original colours (the loaders' ImageNet normalisation undone), each with its predicted and true masks
+    as W&B mask overlays; does nothing unless a WandbLogger is configured.
+
+    The images are collected across batches until there are `num_images`, so a `val_batch_size` of 1
+    (every real-data recipe) logs as many as one large batch would; fewer only when the validation has
+    fewer images. Rank 0 logs its own images.
 
     Args:
         num_images: images per validation (0 turns it off).
     """
 
     def __init__(self, num_images: int = 4) -> None:
+        if num_images < 0:
+            raise ValueError(f"wandb_validation_images.num_images must be >= 0, got {num_images}")
         self.num_images = num_images
+        self._collected: list[tuple[np.ndarray, dict, str]] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._collected = []
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch: dict, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero or outputs is None:
+        wanted = self.num_images - len(self._collected)
+        if wanted <= 0 or trainer.sanity_checking or not trainer.is_global_zero or outputs is None:
             return
-        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        count = min(self.num_images, len(batch["image"]))
-        if not loggers or count == 0:
+        if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
             return
         names = dict(enumerate(pl_module.class_names))
-        images, masks = [], []
-        samples = zip(batch["image"][:count], outputs[:count], batch["label"][:count], strict=True)
-        for image, prediction, label in samples:
-            images.append(_displayable(image))
-            masks.append(
-                {
-                    "prediction": {"mask_data": prediction.cpu().numpy(), "class_labels": names},
-                    "ground_truth": {
-                        "mask_data": label.cpu().numpy(),
-                        "class_labels": {**names, pl_module.ignore_index: "ignore"},
-                    },
-                }
-            )
-        for logger in loggers:
-            logger.log_image(
-                key="val/examples",
-                images=images,
-                masks=masks,
-                caption=batch["name"][:count],
-                step=trainer.global_step,
-            )
+        samples = zip(batch["image"], outputs, batch["label"], batch["name"], strict=True)
+        for image, prediction, label, name in itertools.islice(samples, wanted):
+            masks = {
+                "prediction": {"mask_data": prediction.cpu().numpy(), "class_labels": names},
+                "ground_truth": {
+                    "mask_data": label.cpu().numpy(),
+                    "class_labels": {**names, pl_module.ignore_index: "ignore"},
+                },
+            }
+            self._collected.append((denormalise(image), masks, name))
 
-
-def _displayable(image: torch.Tensor) -> np.ndarray:
-    """A normalised [3, H, W] image as uint8 [H, W, 3], stretched to the full range (keeps colours
-    relative to each other whatever normalisation the data module used)."""
-    image = image.detach().float().cpu()
-    low, high = image.min(), image.max()
-    scaled = (image - low) / (high - low).clamp(min=1e-6)
-    return (scaled.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if not self._collected:
+            return
+        images, masks, captions = (list(column) for column in zip(*self._collected, strict=True))
+        self._collected = []
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(
+                    key="val/examples", images=images, masks=masks, caption=captions, step=trainer.global_step
+                )
 
 
 class EvaluationFigures(Callback):
