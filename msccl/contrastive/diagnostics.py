@@ -63,7 +63,6 @@ def _mean(total: Tensor, pairs: Tensor) -> Tensor:
 def _class_sums(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Sum of the normalised vectors of each class id [K, D] and their counts [K] (K = max id + 1)."""
     z = F.normalize(z if z.dtype == torch.float64 else z.float(), dim=1)
-    classes = int(y.max()) + 1 if y.numel() else 0
-    sums = torch.zeros(classes, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, y, z)
-    counts = torch.bincount(y, minlength=classes).to(z.dtype)
-    return sums, counts
+    classes = int(y.max()) + 1 if y.numel() else 1
+    one_hot = F.one_hot(y, classes).to(z.dtype)  # [N, K]: one matrix product, fast on every device
+    return one_hot.T @ z, one_hot.sum(0)
