@@ -18,9 +18,9 @@ from tests.test_plots import assert_picture
 def test_synthetic_split_gives_a_grid_and_a_share_chart(tmp_path, capsys):
     output = tmp_path / "browse"
     arguments = ["browse", "--dataset", "synthetic", "--split", "val", "--output", str(output)]
-    assert main([*arguments, "--num-images", "3", "--workers", "0"]) == 0
-    assert_picture(output / "samples_00.png", (840, 550))  # 3 samples: 2 rows of 2 (as read, augmented)
-    assert_picture(output / "pixel_share.png", (700, 344))  # 8 classes
+    assert main([*arguments, "--num-images", "3", "--workers", "0", "--dpi", "50"]) == 0
+    assert_picture(output / "samples_00.png", (420, 275))  # 3 samples: 2 rows of 2 (as read, augmented)
+    assert_picture(output / "pixel_share.png", (350, 172))  # 8 classes
     assert sorted(p.name for p in output.iterdir()) == ["pixel_share.png", "samples_00.png"]
     assert f"wrote {output / 'pixel_share.png'}" in capsys.readouterr().out
 

@@ -163,6 +163,7 @@ def main(argv: list[str]) -> int:
     browse.add_argument("--num-images", type=int, default=8, help="samples drawn (default: 8)")
     browse.add_argument("--crop-size", type=int, default=512, help="the training crop of the augmentation")
     browse.add_argument("--seed", type=int, default=0, help="which samples, and their augmentation")
+    browse.add_argument("--dpi", type=int, default=100, help="pixels per inch of the PNGs (default: 100)")
     for command in (check, browse):
         command.add_argument(
             "--task", type=int, choices=sorted(CADIS_TASK_CLASSES), help="CaDIS task (default 1)"
@@ -195,8 +196,8 @@ def _browse(parser: argparse.ArgumentParser, args: argparse.Namespace, options: 
         parser.error(
             f"--output {output} exists and is not an empty folder: give a new one (nothing is overwritten)"
         )
-    if args.num_images < 1 or args.crop_size < 1:
-        parser.error("--num-images and --crop-size must be at least 1")
+    if min(args.num_images, args.crop_size, args.dpi) < 1:
+        parser.error("--num-images, --crop-size and --dpi must be at least 1")
     try:
         from msccl.plots.browse import Browsable, browse
     except ImportError as error:
@@ -229,7 +230,7 @@ def _browse(parser: argparse.ArgumentParser, args: argparse.Namespace, options: 
             train_transform((args.crop_size, args.crop_size)),  # FileDataModule's defaults at this crop
         )
     try:
-        written = browse(source, output, args.num_images, args.seed, args.workers)
+        written = browse(source, output, args.num_images, args.seed, args.workers, dpi=args.dpi)
     except DatasetError as error:
         print(error, file=sys.stderr)
         return 1

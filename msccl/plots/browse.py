@@ -70,8 +70,10 @@ def browse(
     seed: int = 0,
     workers: int = 0,
     quiet: bool = False,
+    dpi: int = 100,
 ) -> list[Path]:
-    """Write the sample grids and the pixel-share chart of `source` into `output`; returns the files."""
+    """Write the sample grids and the pixel-share chart of `source` into `output` (`dpi`: pixels per inch
+    of the PNGs); returns the files."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     num_classes = len(source.class_names)
@@ -104,7 +106,7 @@ def browse(
             headings=("as read", "augmented"),
             title=f"{source.name}: labels overlaid (as read | after the training augmentation)",
         )
-        written.append(save(figure, output / f"samples_{start // IMAGES_PER_GRID:02d}.png"))
+        written.append(save(figure, output / f"samples_{start // IMAGES_PER_GRID:02d}.png", dpi))
 
     counts = pixel_counts(source, workers, quiet)
     labelled = counts[:num_classes].sum()
@@ -112,6 +114,6 @@ def browse(
     ignored = counts[IGNORE_INDEX] / max(1, counts.sum())
     title = f"{source.name}: {source.size} labels, {100 * ignored:.2f}% of the pixels ignore"
     written.append(
-        save(pixel_share_figure(shares, source.class_names, palette, title), output / "pixel_share.png")
+        save(pixel_share_figure(shares, source.class_names, palette, title), output / "pixel_share.png", dpi)
     )
     return written

@@ -121,6 +121,7 @@ def plot_learning_curves(
     panels: Sequence[Panel] | None = None,
     title: str = "",
     columns: int = 3,
+    dpi: int = 100,
 ) -> Path:
     """Draw `groups` (label -> run directories) on shared panels and save the PNG at `output`.
 
@@ -168,7 +169,7 @@ def plot_learning_curves(
         axes.axis("off")
     if title:
         figure.suptitle(title)
-    return save(figure, output)
+    return save(figure, output, dpi)
 
 
 def _spread(curves: list[Curve], label: str, key: str) -> tuple[np.ndarray, ...]:
@@ -185,12 +186,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run_dirs", nargs="+", help="run directories (each with its metrics.csv)")
     parser.add_argument("--output", required=True, help="the PNG to write")
     parser.add_argument("--title", default="", help="a title above the panels")
+    parser.add_argument("--dpi", type=int, default=100, help="pixels per inch of the PNG (default: 100)")
     args = parser.parse_args(argv)
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         parser.error(f"--output {output}: give a .png file")
     try:
-        path = plot_learning_curves({str(run): [run] for run in args.run_dirs}, output, title=args.title)
+        runs = {str(run): [run] for run in args.run_dirs}
+        path = plot_learning_curves(runs, output, title=args.title, dpi=args.dpi)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
     print(f"wrote {path}")
