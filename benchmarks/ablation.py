@@ -34,6 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's msccl, also when another one is installed
+
+from msccl.plots.curves import Panel, plot_learning_curves  # noqa: E402
+
 CONFIG = ROOT / "conf" / "synthetic.yaml"
 
 VARIANTS: dict[str, list[str]] = {
@@ -149,34 +153,15 @@ def table(runs: list[Run]) -> str:
 
 
 def plot(runs: list[Run], path: Path, title: str) -> None:
-    """Validation mIoU vs step: the mean over seeds per variant, the min-max band shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    """Validation mIoU vs step: the mean over seeds per variant, the min-max band shaded (`msccl plot`'s
+    drawing, with the seeds of a variant as one group)."""
+    groups = {}
     for variant in VARIANTS:
-        mine = [r for r in runs if r.variant == variant]
-        if not mine:
-            continue
-        steps = mine[0].steps
-        if any(r.steps != steps for r in mine):
-            raise RuntimeError(f"{variant}: the seeds validated at different steps")
-        curves = list(zip(*(r.miou for r in mine), strict=True))  # per step: one value per seed
-        mean = [statistics.fmean(values) for values in curves]
-        line = axes.plot(steps, mean, marker="o", markersize=3, label=f"{variant} ({len(mine)} seeds)")[0]
-        axes.fill_between(
-            steps, [min(v) for v in curves], [max(v) for v in curves], color=line.get_color(), alpha=0.2
-        )
-    axes.set_xlabel("training step")
-    axes.set_ylabel("validation mIoU (%)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
+        mine = [r.run_dir for r in runs if r.variant == variant]
+        if mine:
+            groups[f"{variant} ({len(mine)} seeds)"] = mine
+    panel = Panel("validation mIoU", ("val/mIoU",), 100.0, "validation mIoU (%)")
+    plot_learning_curves(groups, path, panels=[panel], title=title)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
-from msccl.training.callbacks import NonFiniteLossGuard, RandomStateCheckpoint, WandbValidationImages
+from msccl.training.callbacks import (
+    EvaluationFigures,
+    NonFiniteLossGuard,
+    RandomStateCheckpoint,
+    WandbValidationImages,
+)
 from msccl.training.checkpoint import AtomicCheckpointIO
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, write_summary
@@ -27,8 +32,9 @@ class MscclCLI(LightningCLI):
     The number of classes, class names, ignore id and class groups come from the data module, so
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
-    `--output`. Checkpoints are saved atomically, and three callbacks are always present (their own
-    config keys): the non-finite-loss guard, the random-state checkpoint and W&B validation images.
+    `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
+    config keys): the non-finite-loss guard, the random-state checkpoint, W&B validation images and the
+    evaluation figures (confusion matrix and per-class IoU pictures in the run directory).
     """
 
     run_dir: Path | None = None
@@ -39,6 +45,7 @@ class MscclCLI(LightningCLI):
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_loss_guard")
         parser.add_lightning_class_args(RandomStateCheckpoint, "random_state_checkpoint")
         parser.add_lightning_class_args(WandbValidationImages, "wandb_validation_images")
+        parser.add_lightning_class_args(EvaluationFigures, "evaluation_figures")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -143,6 +150,7 @@ def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
 EXTRA_COMMANDS: dict[str, str] = {
     "data": "msccl.data.check:main",
     "export": "msccl.models.export:main",
+    "plot": "msccl.plots.curves:main",
     "sweep": "msccl.training.sweep:main",
 }
 

@@ -48,7 +48,7 @@ def reference_from_samples(loss_fn: MSCSContrastiveLoss, samples, pairs=None):
 
 
 def assert_terms_close(terms, ref_terms):
-    assert {k for k in terms if not k.startswith("samples/")} == set(ref_terms)
+    assert {k for k in terms if not k.startswith(("samples/", "embedding/"))} == set(ref_terms)
     for key, value in ref_terms.items():
         torch.testing.assert_close(terms[key], value.detach(), rtol=1e-10, atol=1e-12, msg=key)
 
@@ -162,7 +162,9 @@ def test_all_ignore_batch_gives_zero_loss_that_keeps_the_graph(dtype):
     features = random_features(2, 4, (8, 4, 2, 1), dtype=dtype)
     loss, terms = MSCSContrastiveLoss(num_classes=3)(features, labels)
     assert loss.item() == 0 and loss.requires_grad
-    assert all(v.item() == 0 for v in terms.values())
+    diagnostics = {k: v for k, v in terms.items() if k.startswith("embedding/")}
+    assert diagnostics and all(v.isnan() for v in diagnostics.values())  # no samples, no pairs to average
+    assert all(v.item() == 0 for k, v in terms.items() if k not in diagnostics)
     loss.backward()
     assert all(f.grad is not None and torch.all(f.grad == 0) for f in features)
 
@@ -258,6 +260,9 @@ def test_loss_is_the_weighted_sum_of_its_terms_without_the_training_weight():
         *(f"samples/s{s}" for s in range(4)),
         "cs/s0-s3",
         "cs/s0-s2",
+        *(f"embedding/s{s}/{kind}" for s in range(4) for kind in ("same", "different", "gap")),
+        "embedding/s0-s3/same",
+        "embedding/s0-s2/same",
     }
 
 

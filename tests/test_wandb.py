@@ -3,6 +3,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
+import numpy as np
+
+from msccl.data.synthetic import SyntheticSegmentation
 from tests.conftest import REPO, TINY_SYNTHETIC
 
 WANDB_CONFIG = REPO / "conf" / "logging" / "wandb.yaml"
@@ -15,7 +19,14 @@ def test_offline_wandb_run_logs_everything_inside_the_run_directory(tmp_path):
     # no WANDB_MODE, no account, a fresh HOME: msccl must run offline and write nowhere but the run dir
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "msccl", "fit", *TINY_SYNTHETIC, f"--config={WANDB_CONFIG}"]
-    command.append("--trainer.log_every_n_steps=1")
+    # one image per validation batch (as every real-data recipe): the 4 configured images come from 4 batches
+    # (of 64 pixels: at 32 the FPN's GroupNorm sees one value per group at stride 32 in a batch of 1)
+    command += [
+        "--trainer.log_every_n_steps=1",
+        "--data.init_args.val_batch_size=1",
+        "--trainer.limit_val_batches=4",
+        "--data.init_args.image_size=64",
+    ]
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -23,11 +34,23 @@ def test_offline_wandb_run_logs_everything_inside_the_run_directory(tmp_path):
     (offline_run,) = (run_dir / "wandb").glob("offline-run-*")
     (history,) = offline_run.glob("run-*.wandb")
     logged = history.read_bytes()
-    for key in ("train/loss", "train/ce", "lr-SGD", "val/mIoU", "val/IoU/background", "val/examples"):
+    keys = ("train/loss", "train/ce", "lr-SGD", "val/mIoU", "val/IoU/background", "val/examples")
+    keys += ("train/contrastive/embedding/s0/same", "val/confusion_matrix", "val/iou_chart", "val/iou_table")
+    for key in keys:
         assert key.encode() in logged, key
     assert b"synthetic/version_0" in logged  # the W&B run is named after its run directory
-    assert len(list(offline_run.glob("files/media/images/val/examples_*.png"))) == 4
+    examples = list(offline_run.glob("files/media/images/val/examples_*.png"))
+    assert len(examples) == 4
     assert len(list(offline_run.glob("files/media/images/mask/val/examples_*.mask.png"))) == 8  # pred + true
+    # in their original colours: each is one of the validation images exactly as generated
+    validation = SyntheticSegmentation(4, 64, seed=1)  # SyntheticDataModule's val split of seed 0
+    originals = [validation.generate(i)[0] for i in range(4)]
+    for path in examples:
+        logged_image = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        assert any(np.array_equal(logged_image, original) for original in originals), path.name
+    assert len(list(offline_run.glob("files/media/images/val/confusion_matrix_*.png"))) == 1
+    assert len(list(offline_run.glob("files/media/table/val/iou_table_*.table.json"))) == 1
+    assert (run_dir / "val_confusion.png").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
 
     outside = [p for p in work.rglob("*") if p.is_file() and run_dir not in p.parents]

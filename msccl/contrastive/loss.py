@@ -13,6 +13,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from msccl.contrastive.diagnostics import embedding_diagnostics
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
 from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
 from msccl.contrastive.sampling import (
@@ -66,7 +67,9 @@ class MSCSContrastiveLoss(nn.Module):
     ``forward(features, labels, generator=None)`` returns ``(loss, terms)``. ``terms`` holds detached
     tensors for logging: ``ms/s{s}`` the multi-scale term of scale s, ``cs/s{a}-s{c}`` the cross-scale
     term with anchors from scale a and contrast from scale c, ``samples/s{s}`` the number of sampled
-    anchors at scale s (over all ranks with the global budget). Scale 0 is the highest resolution.
+    anchors at scale s (over all ranks with the global budget), and the embedding diagnostics of
+    ``msccl.contrastive.diagnostics`` computed from the same samples (``embedding/s{s}/same`` ...).
+    Scale 0 is the highest resolution.
     """
 
     def __init__(
@@ -279,4 +282,5 @@ class MSCSContrastiveLoss(nn.Module):
                 "pairs must name two different scales"
             )
         loss = torch.stack(weighted).sum()
+        terms.update(embedding_diagnostics(vectors, [(a, c) for a, c, _ in pairs]))
         return loss, terms

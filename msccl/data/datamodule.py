@@ -15,6 +15,7 @@ from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transfo
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
 from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
+from msccl.progress import progress
 
 __all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]
 
@@ -277,4 +278,4 @@ class _LabelPresence(Dataset):
 def class_presence(dataset: FileSegmentation, num_classes: int, num_workers: int = 0) -> np.ndarray:
     """Boolean [images, classes]: which classes appear in each image's label."""
     loader = DataLoader(_LabelPresence(dataset, num_classes), batch_size=64, num_workers=num_workers)
-    return torch.cat(list(loader)).numpy()
+    return torch.cat(list(progress(loader, desc="class presence", unit="batch"))).numpy()

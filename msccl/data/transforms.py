@@ -9,6 +9,7 @@ from typing import Any
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from msccl.data.base import IGNORE_INDEX
@@ -18,6 +19,7 @@ __all__ = [
     "IMAGENET_STD",
     "ClassRatioRandomCrop",
     "RandomRescale",
+    "denormalise",
     "eval_transform",
     "flip_transform",
     "largest_class_share",
@@ -161,6 +163,16 @@ def eval_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] =
 def flip_transform(mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> A.Compose:
     """Horizontal flip (p=0.5) then normalise: enough for procedurally varied data."""
     return A.Compose([A.HorizontalFlip(p=0.5), *_normalise(mean, std)])
+
+
+def denormalise(
+    image: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
+    """A normalised float [3, H, W] image back to its original colours, uint8 [H, W, 3] (the inverse of
+    `A.Normalize(mean, std)` with its default max_pixel_value 255, clipped to the valid range)."""
+    image = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    restored = (image * np.asarray(std, np.float32) + np.asarray(mean, np.float32)) * 255
+    return restored.round().clip(0, 255).astype(np.uint8)
 
 
 def seed_pipeline(transform: A.Compose, *entropy: int) -> None:

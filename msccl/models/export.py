@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from msccl.models.base import SegmentationNet
+from msccl.progress import progress
 
 __all__ = [
     "ExportError",
@@ -173,7 +174,7 @@ def _export_and_check(
     if dynamic:
         checks.append(torch.randn(2, 3, height + size_divisor // 2 + 3, width + size_divisor + 5))
     worst = 0.0
-    for image in checks:
+    for image in progress(checks, desc="checking the export", unit="input"):
         hint = (
             ": this network's graph only holds at the example size; export it with --static at the "
             "size you deploy (--height/--width)"

@@ -46,6 +46,7 @@ class SegmentationIoU(MulticlassConfusionMatrix):
             "mIoU": iou.nanmean(),
             "iou": iou,
             "pixel_accuracy": self.confmat.diagonal().sum() / total.clamp(min=1),
+            "confusion": self.confmat.clone(),  # [C, C] pixels (target, prediction), for the figures
         }
 
 

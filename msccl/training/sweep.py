@@ -29,6 +29,8 @@ from typing import Any
 import optuna
 import yaml
 
+from msccl.progress import progress
+
 __all__ = ["Sweep", "SweepError", "main", "proposals"]
 
 Suggest = Callable[[optuna.Trial], Any]
@@ -282,6 +284,8 @@ def main(argv: list[str]) -> int:
         load_if_exists=True,
     )
 
+    trials = progress(total=count, desc=f"sweep {sweep.name}", unit="trial")
+
     def objective(trial: optuna.Trial) -> float:
         values = sweep.draw(trial)
         started = time.monotonic()
@@ -289,13 +293,16 @@ def main(argv: list[str]) -> int:
         try:
             value = _run_trial(sweep, values, extra, sweep_dir / f"trial_{trial.number:03d}")
         except _TrialFailed as error:
-            print(f"trial {trial.number}: failed ({error}) [{shown}]", flush=True)
+            trials.write(f"trial {trial.number}: failed ({error}) [{shown}]")
             raise
-        print(
+        finally:
+            trials.update(1)
+        trials.write(
             f"trial {trial.number}: {sweep.metric}={value:.4f} [{shown}] {time.monotonic() - started:.0f} s"
         )
         return value
 
-    study.optimize(objective, n_trials=count, catch=(_TrialFailed,))
+    with trials:
+        study.optimize(objective, n_trials=count, catch=(_TrialFailed,))
     print("\n" + best_trials_table(study, sweep, sweep_dir))
     return 0 if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) else 1
