@@ -4,6 +4,7 @@ one line naming the setting or file, with a non-zero exit and no stray run direc
 from __future__ import annotations
 
 import shutil
+import socket
 import threading
 import zipfile
 from pathlib import Path
@@ -99,12 +100,14 @@ def test_runs_started_together_reserve_different_directories(tmp_path):
 def test_a_save_removes_only_temporary_files_of_dead_processes(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
-    live = folder / ".last.ckpt.tmp-1"  # pid 1 always exists: another run saving into this folder
-    dead = folder / ".last.ckpt.tmp-999999999"  # above any pid limit: left by a killed run
-    live.write_bytes(b"another run, half way through its save")
-    dead.write_bytes(b"left by a killed run")
+    host = socket.gethostname()
+    live = folder / f".last.ckpt.tmp-{host}-1"  # pid 1 always exists: another run saving into this folder
+    dead = folder / f".last.ckpt.tmp-{host}-999999999"  # above any pid limit: left by a killed run
+    elsewhere = folder / ".last.ckpt.tmp-another-host-999999999"  # a process of another machine
+    for file in (live, dead, elsewhere):
+        file.write_bytes(b"half a checkpoint")
     AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, folder / "last.ckpt")
-    assert live.is_file() and not dead.exists()
+    assert live.is_file() and elsewhere.is_file() and not dead.exists()
 
 
 # ---- item 4: `last` means the same in every subcommand -----------------------------------------------

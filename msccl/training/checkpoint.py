@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import pickle
+import socket
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A rename within one file system is atomic, so `last.ckpt` is at every moment either the previous or
     the new complete checkpoint. (Lightning's default writes through an fsspec transaction whose temporary
     file lives in the system temp folder: moving it onto another file system, e.g. a cluster's shared
-    disk, is a copy that a kill can interrupt.) Remote paths (`s3://...`) use Lightning's default.
+    disk, is a copy that a kill can interrupt.) Before the rename the file gets its digest record
+    (`DIGEST_RECORD`), which `load_checkpoint` checks. The temporary file is named after this machine and
+    process; a save deletes only those of dead processes of this machine. Remote paths (`s3://...`) use
+    Lightning's default, without digest.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -45,7 +49,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_temporaries_of_dead_processes(path)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        temporary = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         try:
             with open(temporary, "wb") as file:
                 torch.save(checkpoint, file)
@@ -60,16 +64,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None):
         """Lightning's load, after `verify_checkpoint` (local files); torch's errors become one line."""
         if "://" in str(path):
-            return super().load_checkpoint(path, map_location, weights_only)
+            return super().load_checkpoint(path, map_location or (lambda storage, _: storage), weights_only)
         return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
 def _remove_temporaries_of_dead_processes(path: Path) -> None:
-    """Delete `.<name>.tmp-<pid>` files left by processes killed while saving; a live process's file (two
-    runs sharing a folder) is its own business."""
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_exists(int(pid)):
+    """Delete `.<name>.tmp-<host>-<pid>` files left by processes of this machine killed while saving; the
+    file of a live process (two runs sharing a folder) or of another machine is left to its owner."""
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(f"{prefix}*"):
+        host, _, pid = stale.name[len(prefix) :].rpartition("-")
+        if host in ("", socket.gethostname()) and pid.isdigit() and not _process_exists(int(pid)):
             stale.unlink(missing_ok=True)
 
 
