@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 import sys
+import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import torch
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
 from msccl.data import SegmentationDataModule
+from msccl.data.base import DatasetError
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import (
     EvaluationFigures,
@@ -19,11 +29,27 @@ from msccl.training.callbacks import (
     RandomStateCheckpoint,
     WandbValidationImages,
 )
-from msccl.training.checkpoint import AtomicCheckpointIO
+from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
-from msccl.training.run_dir import configure_run_dir, write_summary
+from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
 
-__all__ = ["MscclCLI", "build_cli", "main"]
+__all__ = ["ConfigError", "MscclCLI", "build_cli", "main", "one_line_errors"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used as given; the message names its config key."""
+
+
+# Model settings a checkpoint fixes: its weights only fit this network, these classes and these heads.
+# A different value given with --ckpt_path is refused; every other model setting given is applied.
+_FIXED_BY_CHECKPOINT = (
+    "class_path",
+    "init_args.num_classes",
+    "init_args.projection_dim",
+    "init_args.contrastive",
+)
+_FIXED_BRANCHES = ("init_args.net.", "init_args.contrastive.class_path")
+_ABSENT = object()
 
 
 class MscclCLI(LightningCLI):
@@ -35,9 +61,24 @@ class MscclCLI(LightningCLI):
     `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
     config keys): the non-finite-loss guard, the random-state checkpoint, W&B validation images and the
     evaluation figures (confusion matrix and per-class IoU pictures in the run directory).
+
+    `--ckpt_path` (`_parse_ckpt_path`): `last` is resolved to a file in every subcommand; the file is
+    checked (exists, complete, digest) before any folder is created; model settings given explicitly
+    (command line or --config files) are applied over the checkpoint's, or refused with the key named
+    where the weights cannot follow (network, classes, heads). A run that fails before its first
+    training step leaves no new run directory behind.
     """
 
     run_dir: Path | None = None
+    _created_run_dir: bool = False
+    _given_ckpt_path: str | None = None
+    _checkpoint_classes: int | None = None
+    _given_num_classes: int | None = None
+
+    def parse_arguments(self, parser, args) -> None:
+        self._args = list(sys.argv[1:] if args is None else args)
+        _check_config_files_are_yaml(self._args)
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index", "class_groups"):
@@ -67,20 +108,57 @@ class MscclCLI(LightningCLI):
         return parser
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI completes the model config from a checkpoint's hyperparameters, which would also
-        reset `evaluation` to the training run's: the evaluation settings given now win."""
+        """Resolve and check `--ckpt_path`, then build the model config from the checkpoint's
+        hyperparameters with the settings given now applied over them (LightningCLI would silently let
+        the checkpoint's win over everything)."""
         subcommand = self.config.get("subcommand")
-        key = f"{subcommand}.model.init_args.evaluation"
-        evaluation = self.config.get(key) if subcommand else None
-        super()._parse_ckpt_path()
-        if subcommand and key in self.config:
-            self.config[key] = evaluation
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        self._given_ckpt_path = config.ckpt_path
+        self._given_num_classes = config.model.get("init_args.num_classes") if config.model else None
+        ckpt_path = self._resolve_ckpt_path(subcommand, config)
+        config.ckpt_path = None if ckpt_path is None else str(ckpt_path)
+        if ckpt_path is None:
+            return
+        hparams = dict(load_checkpoint(ckpt_path, weights_only=True).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:  # how LightningCLI stores a subclass-mode model (its _parse_ckpt_path)
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self._checkpoint_classes = hparams.get("dict_kwargs", hparams).get("num_classes")
+        subcommand_args = self._args[self._args.index(subcommand) + 1 :]
+        given = self._parser(subcommand).parse_args(subcommand_args, defaults=False).get("model")
+        merged = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+        _apply_given_settings(merged[subcommand].model, config.model, given, ckpt_path)
+        self.config = merged
+
+    def _resolve_ckpt_path(self, subcommand: str, config: Namespace) -> Path | None:
+        """`last` -> the newest run's `checkpoints/last.ckpt` (None for a `fit` with none yet: a new run;
+        an error elsewhere); a file must exist now, before anything is created."""
+        if config.ckpt_path is None:
+            return None
+        if config.ckpt_path != "last":
+            path = Path(config.ckpt_path)
+            if not path.is_file():
+                raise CheckpointError(f"--ckpt_path {path}: no such file")
+            return path
+        path = resolve_last_checkpoint(config.trainer, config.get("run_dir"))
+        if path is None and subcommand != "fit":
+            where = config.get("run_dir") or f"any run under {runs_root(config.trainer)}"
+            raise CheckpointError(
+                f"--ckpt_path last: no checkpoints/last.ckpt in {where}; train with msccl fit first, "
+                "or give the checkpoint file"
+            )
+        return path
 
     def before_instantiate_classes(self) -> None:
         """Place the run (edits `trainer.*` of the config the objects are built from)."""
         if self.subcommand is None:
             return
         config = self.config[self.subcommand]
+        _check_optimizer(config.model)
         self._given_trainer_config = config.trainer.clone()
         if self.subcommand == "predict":
             if not config.output:
@@ -94,24 +172,65 @@ class MscclCLI(LightningCLI):
             config.trainer.callbacks = [*(config.trainer.callbacks or []), writer]
             return
         run_dir, ckpt_path = config.run_dir, config.ckpt_path
-        resume = self.subcommand == "fit" and ckpt_path is not None
-        if (
-            resume
-            and run_dir is None
-            and ckpt_path != "last"
-            and Path(ckpt_path).parent.name == "checkpoints"
-        ):
-            run_dir = str(Path(ckpt_path).parents[1])  # resuming from a run's checkpoint continues that run
-        self.run_dir = configure_run_dir(config, run_dir, resume)
+        # fit continues a run from a checkpoint inside its checkpoints/ (what `last` resolves to) or into
+        # an explicit --run_dir; any other checkpoint starts a new run from its state
+        if self.subcommand == "fit" and run_dir is None and ckpt_path is not None:
+            if Path(ckpt_path).parent.name == "checkpoints":
+                run_dir = str(Path(ckpt_path).parents[1])
+        resume = self.subcommand == "fit" and ckpt_path is not None and run_dir is not None
+        self.run_dir, self._created_run_dir = configure_run_dir(config, run_dir, resume)
+
+    def instantiate_classes(self) -> None:
+        with self._discard_new_run_dir_on_failure():
+            super().instantiate_classes()
+            self._check_classes_match_the_data()
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        with self._discard_new_run_dir_on_failure():
+            super()._run_subcommand(subcommand)
+
+    @contextmanager
+    def _discard_new_run_dir_on_failure(self) -> Iterator[None]:
+        """A run directory this process created is removed again when the run fails before its first
+        training step and before any checkpoint: a bad setting leaves no stray `version_N` behind."""
+        try:
+            yield
+        except Exception:
+            trainer = getattr(self, "trainer", None)
+            run_dir = self.run_dir
+            stepped = trainer is not None and trainer.global_step > 0
+            if self._created_run_dir and run_dir is not None and not stepped:
+                if not any((run_dir / "checkpoints").glob("*.ckpt")):
+                    shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
     def after_instantiate_classes(self) -> None:
         if self.subcommand is None:
             return
-        # the saved config.yaml keeps the trainer settings as given, not the placed ones, so
+        # the saved config.yaml keeps the trainer settings and ckpt_path as given, not the placed ones, so
         # `--config <run dir>/config.yaml` starts a new run, or with `--ckpt_path last` resumes this one
         self.config[self.subcommand].trainer = self._given_trainer_config
+        self.config[self.subcommand].ckpt_path = self._given_ckpt_path
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def _check_classes_match_the_data(self) -> None:
+        """A `model.init_args.num_classes` given, or a checkpoint's, must be the data's (the link from the
+        data would otherwise replace the first in silence, and the second fail deep in weight loading)."""
+        classes = getattr(self.datamodule, "num_classes", None)
+        if self.subcommand is None or classes is None:
+            return
+        data = f"data ({self.config[self.subcommand].data.class_path})"
+        if self._given_num_classes not in (None, classes):
+            raise ConfigError(
+                f"model.init_args.num_classes={self._given_num_classes} but the {data} has {classes} "
+                "classes: drop the setting (it comes from the data)"
+            )
+        if self._checkpoint_classes not in (None, classes):
+            raise CheckpointError(
+                f"checkpoint {self.config[self.subcommand].ckpt_path} predicts {self._checkpoint_classes} "
+                f"classes but the {data} has {classes}: use data with those classes or another checkpoint"
+            )
 
     def before_predict(self) -> None:
         arguments = self.config_init["predict"]
@@ -129,6 +248,93 @@ class MscclCLI(LightningCLI):
             print(f"run directory: {self.run_dir} (config.yaml, metrics, checkpoints, summary.json)")
 
     after_fit = after_validate = after_test = _write_summary
+
+
+def _apply_given_settings(
+    model: Namespace, full: Namespace, given: Namespace | None, ckpt_path: Path
+) -> None:
+    """Put each model setting given now (`given`: only what the command line and --config files set;
+    `full`: the same with every default) over the checkpoint's (`model`), saying so; refuse, naming
+    every such key, where the checkpoint's weights cannot follow."""
+    if given is None:
+        return
+    refused, applied = [], []
+    for key, value in given.items():
+        stored = _lookup(model, key)
+        if stored is not _ABSENT and _same(value, stored):
+            continue
+        before = "unset" if stored is _ABSENT else repr(_plain(stored))
+        change = f"model.{key}={_plain(value)!r} (checkpoint: {before})"
+        if key in _FIXED_BY_CHECKPOINT or key.startswith(_FIXED_BRANCHES):
+            refused.append(change)
+            continue
+        applied.append(change)
+        if stored is not _ABSENT:
+            model[key] = value
+        else:  # e.g. evaluation.mode where the checkpoint has `evaluation: null`: the given branch, complete
+            parts = key.split(".")
+            branch = next(
+                ".".join(parts[:n])
+                for n in range(1, len(parts) + 1)
+                if not isinstance(_lookup(model, ".".join(parts[:n])), Namespace)
+            )
+            model[branch] = _lookup(full, branch)
+    if refused:
+        raise CheckpointError(
+            f"--ckpt_path {ckpt_path} was trained with other settings that its weights depend on: "
+            f"{'; '.join(refused)}. Drop these settings, or train a new run without --ckpt_path"
+        )
+    for line in applied:
+        print(f"msccl: applying {line} over {ckpt_path}", file=sys.stderr)
+
+
+def _lookup(namespace: Namespace, key: str) -> Any:
+    """`namespace[key]` for a dotted key, `_ABSENT` where any part of the path is missing."""
+    value: Any = namespace
+    for part in key.split("."):
+        if not isinstance(value, Namespace) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    return value.as_dict() if isinstance(value, Namespace) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _plain(a) == _plain(b)
+
+
+def _check_config_files_are_yaml(args: list[str]) -> None:
+    """A --config file with a YAML syntax error is named, with the line (jsonargparse names neither)."""
+    for flag, value in zip(args, [*args[1:], None], strict=True):
+        path = flag.split("=", 1)[1] if flag.startswith("--config=") else value
+        if not (flag.startswith("--config=") or flag in ("--config", "-c")) or path is None:
+            continue
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except OSError:
+            continue  # jsonargparse reports a missing file itself
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or error
+            raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
+
+
+def _check_optimizer(model: Namespace | None) -> None:
+    """Build the configured optimiser over one dummy parameter, so that a value torch refuses (a negative
+    learning rate, ...) stops the run now, with the key named, not at the first step."""
+    optimizer = model.get("init_args.optimizer") if model is not None else None
+    if not isinstance(optimizer, Namespace) or not optimizer.get("class_path"):
+        return
+    module, _, name = optimizer.class_path.rpartition(".")
+    arguments = _plain(optimizer.get("init_args")) or {}
+    try:
+        getattr(importlib.import_module(module), name)([torch.zeros(1, requires_grad=True)], **arguments)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"model.init_args.optimizer ({optimizer.class_path}): {error}") from None
 
 
 def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
@@ -154,6 +360,39 @@ EXTRA_COMMANDS: dict[str, str] = {
     "sweep": "msccl.training.sweep:main",
 }
 
+DEBUG_VARIABLE = "MSCCL_DEBUG"
+"""`MSCCL_DEBUG=1` (or `--debug`) shows the traceback of a user error instead of its one line."""
+
+USER_ERRORS = (ValueError, OSError, DatasetError, MisconfigurationException)
+"""What a user can cause by a setting, a file or a dataset: reported in one line. Anything else is a
+bug, shown with its traceback."""
+
+
+@contextmanager
+def one_line_errors(debug: bool = False) -> Iterator[None]:
+    """Turn a user error into one line on stderr and exit status 1 (the traceback with `debug`)."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        error = _unwrapped(error)
+        message = " ".join(str(error).split()) or type(error).__name__
+        sys.stderr.write(f"msccl: error: {message} (--debug shows the traceback)\n")
+        sys.exit(1)
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The user error itself: jsonargparse re-raises a constructor's error (e.g. a data module's) inside
+    its own message about union types, with the original as the cause."""
+    while True:
+        inner = error.__cause__ or error.__context__
+        frames = traceback.extract_tb(error.__traceback__)
+        wrapped = frames and "jsonargparse" in Path(frames[-1].filename).parts
+        if not (wrapped and isinstance(inner, USER_ERRORS)):
+            return error
+        error = inner
+
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `msccl` console script (`args` defaults to `sys.argv[1:]`)."""
@@ -163,4 +402,12 @@ def main(args: list[str] | None = None) -> None:
     if argv and argv[0] in EXTRA_COMMANDS:
         module, function = EXTRA_COMMANDS[argv[0]].split(":")
         sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
-    build_cli(args)  # None lets LightningCLI read sys.argv itself (and not warn about both)
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        if args is None:
+            sys.argv[1:] = argv
+        else:
+            args = argv
+    with one_line_errors(debug):
+        build_cli(args)  # None lets LightningCLI read sys.argv itself (and not warn about both)

@@ -45,6 +45,9 @@ class SegmentationDataModule(L.LightningDataModule):
     ) -> None:
         """`pin_memory=None` pins when CUDA is available; workers persist between epochs."""
         super().__init__()
+        for key, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if value is not None and value < 1:
+                raise ValueError(f"data.init_args.{key} must be 1 or more, got {value}")
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers

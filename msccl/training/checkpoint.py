@@ -1,15 +1,32 @@
-"""Checkpoint files that are never half-written: a killed job keeps its last good checkpoint."""
+"""Checkpoint files that are never half-written, carry their own digest, and are checked when loaded.
+
+A killed job keeps its last good checkpoint (atomic rename). Each checkpoint also holds a SHA-256 digest
+of its own bytes, so a file altered or damaged after it was written is refused with one line instead of
+loading (torch's zip reader does not check its CRCs): `load_checkpoint` / `verify_checkpoint`.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import pickle
+import socket
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
-__all__ = ["AtomicCheckpointIO"]
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "load_checkpoint", "verify_checkpoint"]
+
+DIGEST_RECORD = "msccl.sha256"
+"""Zip record (next to torch's `data.pkl`) holding the SHA-256 of every byte before it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, not a checkpoint, or altered since saved."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -18,7 +35,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A rename within one file system is atomic, so `last.ckpt` is at every moment either the previous or
     the new complete checkpoint. (Lightning's default writes through an fsspec transaction whose temporary
     file lives in the system temp folder: moving it onto another file system, e.g. a cluster's shared
-    disk, is a copy that a kill can interrupt.) Remote paths (`s3://...`) use Lightning's default.
+    disk, is a copy that a kill can interrupt.) Before the rename the file gets its digest record
+    (`DIGEST_RECORD`), which `load_checkpoint` checks. The temporary file is named after this machine and
+    process; a save deletes only those of dead processes of this machine. Remote paths (`s3://...`) use
+    Lightning's default, without digest.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
@@ -28,18 +48,101 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a run killed while saving
-            stale.unlink(missing_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        _remove_temporaries_of_dead_processes(path)
+        temporary = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         try:
             with open(temporary, "wb") as file:
                 torch.save(checkpoint, file)
-                file.flush()
+            _append_digest(temporary)
+            with open(temporary, "rb+") as file:
                 os.fsync(file.fileno())
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
         _fsync_directory(path.parent)
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None):
+        """Lightning's load, after `verify_checkpoint` (local files); torch's errors become one line."""
+        if "://" in str(path):
+            return super().load_checkpoint(path, map_location or (lambda storage, _: storage), weights_only)
+        return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+def _remove_temporaries_of_dead_processes(path: Path) -> None:
+    """Delete `.<name>.tmp-<host>-<pid>` files left by processes of this machine killed while saving; the
+    file of a live process (two runs sharing a folder) or of another machine is left to its owner."""
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(f"{prefix}*"):
+        host, _, pid = stale.name[len(prefix) :].rpartition("-")
+        if host in ("", socket.gethostname()) and pid.isdigit() and not _process_exists(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except OSError as error:
+        return error.errno == errno.EPERM  # exists, owned by someone else
+    return True
+
+
+def _sha256_of_prefix(path: Path, end: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        remaining = end
+        while remaining > 0 and (block := file.read(min(remaining, 1 << 24))):
+            digest.update(block)
+            remaining -= len(block)
+    return digest.hexdigest()
+
+
+def _append_digest(path: Path) -> None:
+    """Add the record `DIGEST_RECORD` to torch's zip: the SHA-256 of every byte before it (all of torch's
+    records; the zip directory after it is rewritten and checked by the zip reader itself)."""
+    with zipfile.ZipFile(path, "a") as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+        archive.writestr(f"{prefix}/{DIGEST_RECORD}", _sha256_of_prefix(path, archive.start_dir))
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise `CheckpointError` (one line naming the file) unless `path` is a complete torch zip file whose
+    stored digest matches its bytes. A checkpoint without a digest (written elsewhere) passes unchecked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: check --ckpt_path")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = [info for info in archive.infolist() if info.filename.endswith(f"/{DIGEST_RECORD}")]
+            stored = archive.read(records[0]).decode() if records else None
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or not a checkpoint ({error}): use another checkpoint"
+        ) from None
+    if stored is not None and stored != _sha256_of_prefix(path, records[0].header_offset):
+        raise CheckpointError(
+            f"checkpoint {path} was altered or damaged after it was saved (its SHA-256 digest does not "
+            "match): use another checkpoint"
+        )
+
+
+def load_checkpoint(
+    path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
+) -> dict[str, Any]:
+    """`verify_checkpoint`, then `torch.load`; anything torch cannot read, or a file that is not a Lightning
+    checkpoint (no `state_dict`), is a `CheckpointError` (one line, never torch's advice about
+    `weights_only=False`)."""
+    verify_checkpoint(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location or "cpu", weights_only=weights_only)
+    except pickle.UnpicklingError:
+        reason = "it holds Python objects that are not tensors or plain values"
+    except (RuntimeError, EOFError, ValueError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    else:
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): use one of fit")
+        return checkpoint
+    raise CheckpointError(f"checkpoint {path} cannot be read ({reason}): use another checkpoint")
 
 
 def _fsync_directory(folder: Path) -> None:

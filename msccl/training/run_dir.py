@@ -1,12 +1,15 @@
 """One directory per run, chosen before anything is built, so every file of a run lands in it.
 
-The run directory is `<trainer.default_root_dir>/version_N` (the next free N), or exactly `--run_dir`.
+The run directory is `<trainer.default_root_dir>/version_N` (the next free N, reserved by an exclusive
+create: two runs started together on one root get two directories), or exactly `--run_dir`.
 Every CSV/TensorBoard logger, every W&B logger (its `wandb/` folder and, unless the user set them, the
 W&B cache and data folders), every `ModelCheckpoint` without a `dirpath`, the saved `config.yaml` and a
-`summary.json` of the final metrics write into it. `fit --ckpt_path last` continues the newest run of
-the root that has a `checkpoints/last.ckpt` (or the given `--run_dir`) in place: same directory, same
-W&B run id, with the previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would
-otherwise delete it). Lightning then finds `last.ckpt` there: nothing about the run is typed again.
+`summary.json` of the final metrics write into it. `--ckpt_path last` means the newest run of the root
+that has a `checkpoints/last.ckpt` (or that of the given `--run_dir`), in every subcommand
+(`resolve_last_checkpoint`). `fit` continues a run only from such a checkpoint, from any checkpoint
+inside a run's `checkpoints/`, or into an explicit `--run_dir`: in place, same W&B run id, with the
+previous `metrics.csv` kept as `metrics.<k>.csv` (Lightning's CSVLogger would otherwise delete it).
+Any other checkpoint starts a new run from its state: no run is ever overwritten by another.
 """
 
 from __future__ import annotations
@@ -24,7 +27,15 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
-__all__ = ["configure_run_dir", "next_version", "newest_resumable_run", "write_summary"]
+__all__ = [
+    "configure_run_dir",
+    "next_version",
+    "newest_resumable_run",
+    "reserve_run_dir",
+    "resolve_last_checkpoint",
+    "runs_root",
+    "write_summary",
+]
 
 WANDB_DIR_VARIABLES = {
     "WANDB_CACHE_DIR": "cache",
@@ -33,6 +44,10 @@ WANDB_DIR_VARIABLES = {
 }
 """W&B folders that default to the user's home (~/.cache/wandb ...): kept inside the run directory."""
 _USER_SET_WANDB_DIRS = frozenset(name for name in WANDB_DIR_VARIABLES if name in os.environ)
+
+RUN_DIR_VARIABLE = "MSCCL_RUN_DIR"
+"""Set by rank 0 once its run directory is chosen: DDP ranks that Lightning starts as child processes
+inherit it and write into the same directory instead of reserving their own."""
 
 _VERSION = re.compile(r"version_(\d+)$")
 
@@ -64,6 +79,19 @@ def next_version(root: Path) -> Path:
     return root / f"version_{max(versions, default=-1) + 1}"
 
 
+def reserve_run_dir(root: Path) -> Path:
+    """Create and return `root/version_N` for the next free N. `mkdir` is an exclusive create: of two
+    processes reserving together, one gets version_N, the other version_N+1."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = next_version(root)
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path = root / f"version_{int(_VERSION.search(path.name).group(1)) + 1}"
+
+
 def newest_resumable_run(root: Path) -> Path | None:
     """The run under `root` whose `checkpoints/last.ckpt` was written most recently."""
     candidates = list(root.glob("*/checkpoints/last.ckpt"))
@@ -85,32 +113,58 @@ def _keep_previous_metrics(run_dir: Path) -> None:
         metrics.rename(run_dir / f"metrics.{k}.csv")
 
 
-def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> Path | None:
+def _versioned_loggers(trainer: Namespace) -> list[Namespace]:
+    return [args for cls, args in _entries(trainer.logger) if issubclass(cls, (CSVLogger, TensorBoardLogger))]
+
+
+def runs_root(trainer: Namespace) -> Path:
+    """The folder holding the `version_N` runs of a config: `trainer.default_root_dir`, else the first
+    CSV/TensorBoard logger's `save_dir/name`, else `runs`."""
+    if trainer.default_root_dir:
+        return Path(trainer.default_root_dir)
+    versioned = _versioned_loggers(trainer)
+    if versioned:
+        return Path(versioned[0].save_dir or ".") / (versioned[0].get("name") or "")
+    return Path("runs")
+
+
+def resolve_last_checkpoint(trainer: Namespace, run_dir: str | None) -> Path | None:
+    """What `--ckpt_path last` means: `<run_dir>/checkpoints/last.ckpt`, or that of the newest run of the
+    config's root (`runs_root`); None when there is none."""
+    if run_dir is not None:
+        last = Path(run_dir) / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    run = newest_resumable_run(runs_root(trainer))
+    return None if run is None else run / "checkpoints" / "last.ckpt"
+
+
+def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> tuple[Path | None, bool]:
     """Choose the run directory and point loggers, checkpoints and W&B files at it (edits only
-    `config.trainer`, of one subcommand's namespace). None when the config has no logger to place
-    (`trainer.logger: false`) and no `--run_dir`: Lightning's defaults apply.
+    `config.trainer`, of one subcommand's namespace). Returns the directory and whether this call
+    created it (a new `version_N`). `resume`: `run_dir` is a run being continued (its `metrics.csv` is
+    kept aside). None when the config has no logger to place (`trainer.logger: false`) and no
+    `--run_dir`: Lightning's defaults apply.
     """
     trainer = config.trainer
     loggers = list(_entries(trainer.logger))
     if not loggers and run_dir is None:
-        return None
-    versioned = [args for cls, args in loggers if issubclass(cls, (CSVLogger, TensorBoardLogger))]
+        return None, False
+    created = False
+    if run_dir is None and rank_zero_only.rank != 0 and os.environ.get(RUN_DIR_VARIABLE):
+        run_dir = os.environ[RUN_DIR_VARIABLE]  # a DDP rank started by rank 0: rank 0's directory
     if run_dir is not None:
         path = Path(run_dir)
     else:
-        if trainer.default_root_dir:
-            root = Path(trainer.default_root_dir)
-        elif versioned:
-            root = Path(versioned[0].save_dir or ".") / (versioned[0].get("name") or "")
-        else:
-            root = Path("runs")
+        versioned = _versioned_loggers(trainer)
         version = versioned[0].get("version") if versioned else None
         if version is not None:  # a version the config names is used as it is
-            path = root / (version if isinstance(version, str) else f"version_{version}")
+            path = runs_root(trainer) / (version if isinstance(version, str) else f"version_{version}")
         else:
-            path = (newest_resumable_run(root) if resume else None) or next_version(root)
-    if resume and path.is_dir() and rank_zero_only.rank == 0:
-        _keep_previous_metrics(path)
+            path, created = reserve_run_dir(runs_root(trainer)), True
+    if rank_zero_only.rank == 0:
+        os.environ[RUN_DIR_VARIABLE] = str(path.resolve())
+        if resume and path.is_dir():
+            _keep_previous_metrics(path)
 
     for cls, args in loggers:
         if issubclass(cls, (CSVLogger, TensorBoardLogger)):
@@ -121,7 +175,7 @@ def configure_run_dir(config: Namespace, run_dir: str | None, resume: bool) -> P
         if issubclass(cls, ModelCheckpoint) and not args.get("dirpath"):
             args.dirpath = str(path / "checkpoints")
     trainer.default_root_dir = str(path)
-    return path
+    return path, created
 
 
 def _configure_wandb(args: Namespace, run_dir: Path, resume: bool) -> None:

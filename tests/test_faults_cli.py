@@ -1,0 +1,235 @@
+"""Issue 11, the command-line side: what a user types never loses or corrupts a run, and every mistake is
+one line naming the setting or file, with a non-zero exit and no stray run directory."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from jsonargparse import Namespace
+
+from msccl.cli import build_cli, main
+from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from msccl.training.run_dir import configure_run_dir
+from tests.conftest import REPO, TINY_SYNTHETIC
+
+ONE_BATCH = ["--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1"]
+NO_BATCH = ["--trainer.limit_train_batches=0", "--trainer.limit_val_batches=0"]  # load the checkpoint only
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny finished run (1 step), shared: tests copy what they need from it."""
+    root = tmp_path_factory.mktemp("trained") / "runs" / "synthetic"
+    cli = build_cli(["fit", *TINY_SYNTHETIC, *ONE_BATCH, f"--trainer.default_root_dir={root}"])
+    return cli.run_dir
+
+
+def _copy_run(run: Path, folder: Path) -> Path:
+    """`run`'s config, metrics and last.ckpt as `folder/runs/synthetic/version_0` (the layout TINY uses)."""
+    copy = folder / "runs" / "synthetic" / "version_0"
+    (copy / "checkpoints").mkdir(parents=True)
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt"):
+        shutil.copy2(run / name, copy / name)
+    return copy
+
+
+def _runs(folder: Path) -> list[str]:
+    return sorted(p.name for p in (folder / "runs" / "synthetic").glob("version_*"))
+
+
+def _one_line_error(capsys: pytest.CaptureFixture, args: list[str]) -> str:
+    """Run `msccl ARGS`; it must exit 1 with exactly one `msccl: error:` line and no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("msccl: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---- item 1: only `last`, a run's own checkpoint or --run_dir continue a run -------------------------
+def test_fit_from_a_checkpoint_outside_the_runs_starts_a_new_run_and_leaves_the_old_one_alone(
+    trained_run, in_tmp_dir, capsys
+):
+    run = _copy_run(trained_run, in_tmp_dir)
+    outside = in_tmp_dir / "downloaded.ckpt"
+    shutil.copy2(run / "checkpoints" / "last.ckpt", outside)
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    message = _one_line_error(capsys, ["fit", *TINY_SYNTHETIC, f"--ckpt_path={in_tmp_dir / 'missing.ckpt'}"])
+    assert "missing.ckpt" in message and _runs(in_tmp_dir) == ["version_0"]  # refused before any folder
+
+    cli = build_cli(["fit", *TINY_SYNTHETIC, *ONE_BATCH, f"--ckpt_path={outside}"])
+    assert cli.run_dir.name == "version_1" and cli.trainer.ckpt_path == str(outside)  # its state, a new run
+    assert {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# ---- item 2: two runs started together get two directories; temp files of live processes are kept --
+def test_runs_started_together_reserve_different_directories(tmp_path):
+    def placed_config() -> Namespace:
+        logger = Namespace(
+            class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(save_dir="x")
+        )
+        trainer = Namespace(default_root_dir=str(tmp_path / "root"), logger=logger, callbacks=None)
+        return Namespace(trainer=trainer)
+
+    start, chosen = threading.Barrier(8), []
+
+    def start_a_run() -> None:
+        config = placed_config()
+        start.wait()
+        chosen.append(configure_run_dir(config, None, False)[0])
+
+    threads = [threading.Thread(target=start_a_run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(p.name for p in chosen) == [f"version_{n}" for n in range(8)]
+    assert all(p.is_dir() for p in chosen)  # reserved, not merely named
+
+
+def test_a_save_removes_only_temporary_files_of_dead_processes(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    host = socket.gethostname()
+    live = folder / f".last.ckpt.tmp-{host}-1"  # pid 1 always exists: another run saving into this folder
+    dead = folder / f".last.ckpt.tmp-{host}-999999999"  # above any pid limit: left by a killed run
+    elsewhere = folder / ".last.ckpt.tmp-another-host-999999999"  # a process of another machine
+    for file in (live, dead, elsewhere):
+        file.write_bytes(b"half a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}}, folder / "last.ckpt")
+    assert live.is_file() and elsewhere.is_file() and not dead.exists()
+
+
+# ---- item 4: `last` means the same in every subcommand -----------------------------------------------
+def test_last_resolves_to_the_newest_run_in_validate_and_is_an_error_where_there_is_none(
+    trained_run, in_tmp_dir, capsys
+):
+    empty = in_tmp_dir / "empty"
+    empty.mkdir()
+    for subcommand in ("validate", "test", "predict"):
+        extra = [f"--output={empty / 'out'}"] * (subcommand == "predict")
+        root = f"--trainer.default_root_dir={empty / 'runs'}"
+        message = _one_line_error(capsys, [subcommand, *TINY_SYNTHETIC, root, *extra, "--ckpt_path=last"])
+        assert "last.ckpt" in message
+    assert sorted(p.name for p in empty.iterdir()) == []  # nothing created
+
+    run = _copy_run(trained_run, in_tmp_dir)
+    cli = build_cli(["validate", *TINY_SYNTHETIC, *NO_BATCH, "--ckpt_path=last"])
+    assert Path(cli.trainer.ckpt_path).resolve() == (run / "checkpoints" / "last.ckpt").resolve()
+    weights = cli.model.state_dict()  # the run's weights were evaluated, not random ones
+    expected = load_checkpoint(run / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.equal(weights[name], tensor) for name, tensor in expected.items())
+
+
+# ---- item 7: settings given with --ckpt_path are applied, or refused by name ----------------------------
+def test_settings_given_with_a_checkpoint_are_applied_and_recorded_or_refused(
+    trained_run, in_tmp_dir, capsys
+):
+    run = _copy_run(trained_run, in_tmp_dir)
+    last = run / "checkpoints" / "last.ckpt"
+    weight, lr = "--model.init_args.contrastive_weight=0.3", "--model.init_args.optimizer.init_args.lr=0.005"
+    cli = build_cli(["validate", *TINY_SYNTHETIC, *NO_BATCH, f"--ckpt_path={last}", weight, lr])
+    assert cli.model.contrastive_weight == 0.3
+    assert "applying model.init_args.contrastive_weight=0.3" in capsys.readouterr().err
+    recorded = yaml.safe_load((cli.run_dir / "config.yaml").read_text())["model"]["init_args"]
+    assert recorded["contrastive_weight"] == 0.3 and recorded["optimizer"]["init_args"]["lr"] == 0.005
+
+    unet = "--model.init_args.net.class_path=msccl.models.Unet"
+    message = _one_line_error(capsys, ["validate", *TINY_SYNTHETIC, f"--ckpt_path={last}", unet])
+    assert "model.init_args.net.class_path='msccl.models.Unet'" in message and "msccl.models.FPN" in message
+    four_classes = "--data.init_args.num_classes=4"
+    message = _one_line_error(capsys, ["test", *TINY_SYNTHETIC, f"--ckpt_path={last}", four_classes])
+    assert "8 classes" in message and "has 4" in message
+    message = _one_line_error(capsys, ["fit", *TINY_SYNTHETIC, "--model.init_args.num_classes=5"])
+    assert "model.init_args.num_classes=5" in message
+    assert _runs(in_tmp_dir) == ["version_0", "version_1"]  # the refused runs left nothing
+
+
+# ---- clear errors, nothing left behind -------------------------------------------------------------------
+def _truncated(last: Path, folder: Path) -> Path:
+    path = folder / "truncated.ckpt"
+    path.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    return path
+
+
+def _altered(last: Path, folder: Path) -> Path:
+    """One bit flipped in the middle of a tensor: torch still loads it, silently different."""
+    with zipfile.ZipFile(last) as archive:
+        record = max(archive.infolist(), key=lambda info: info.file_size)
+    data = bytearray(last.read_bytes())
+    data[record.header_offset + 200 + record.file_size // 2] ^= 1  # past the local header, inside the data
+    path = folder / "altered.ckpt"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _not_a_checkpoint(last: Path, folder: Path) -> Path:
+    path = folder / "weights.pt"
+    torch.save({"weight": torch.ones(2)}, path)  # a torch file, but no Lightning checkpoint
+    return path
+
+
+def _yaml_error(last: Path, folder: Path) -> Path:
+    path = folder / "broken.yaml"
+    path.write_text("trainer:\n  max_epochs: [1\n  devices: 1\n")
+    return path
+
+
+CITYSCAPES = [
+    f"--config={REPO / 'conf' / 'data' / 'cityscapes.yaml'}",
+    "--data.init_args.root=no/such/folder",
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["--data.init_args.batch_size=0"], "data.init_args.batch_size"),
+        (["--model.init_args.optimizer.init_args.lr=-0.1"], "model.init_args.optimizer"),
+        (CITYSCAPES, "no/such/folder"),
+        (["--ckpt_path={truncated}"], "truncated.ckpt"),
+        (["--ckpt_path={altered}"], "altered.ckpt"),
+        (["--ckpt_path={not_a_checkpoint}"], "weights.pt"),
+        (["--config={yaml_error}"], "broken.yaml: line 3"),
+    ],
+    ids=["batch-0", "negative-lr", "root-missing", "truncated", "altered", "not-a-checkpoint", "yaml"],
+)
+def test_a_mistake_is_one_line_with_exit_1_and_leaves_no_run_directory(
+    trained_run, in_tmp_dir, capsys, arguments, named
+):
+    files = {
+        name: make(trained_run / "checkpoints" / "last.ckpt", in_tmp_dir)
+        for name, make in [
+            ("truncated", _truncated),
+            ("altered", _altered),
+            ("not_a_checkpoint", _not_a_checkpoint),
+            ("yaml_error", _yaml_error),
+        ]
+    }
+    arguments = [argument.format(**files) for argument in arguments]
+    message = _one_line_error(capsys, ["fit", *TINY_SYNTHETIC, *ONE_BATCH, *arguments])
+    assert named in message and "weights_only" not in message
+    assert not (in_tmp_dir / "runs").exists() or _runs(in_tmp_dir) == []
+
+
+def test_debug_shows_the_traceback_instead(in_tmp_dir):
+    with pytest.raises(CheckpointError):
+        main(["fit", *TINY_SYNTHETIC, "--ckpt_path=missing.ckpt", "--debug"])
+
+
+def test_a_checkpoint_altered_after_saving_is_refused_though_torch_loads_it(trained_run, tmp_path):
+    altered = _altered(trained_run / "checkpoints" / "last.ckpt", tmp_path)
+    torch.load(altered, weights_only=True)  # torch alone does not notice
+    with pytest.raises(CheckpointError, match="altered or damaged"):
+        load_checkpoint(altered)
+    load_checkpoint(trained_run / "checkpoints" / "last.ckpt")  # the original passes
