@@ -66,13 +66,17 @@ class ContrastiveWeightSchedule(Callback):
 
 
 class NonFiniteLossGuard(Callback):
-    """Skips the optimiser step of any batch whose loss is NaN or infinite.
+    """Skips the optimiser step of any batch whose loss is NaN or infinite, leaving no trace of it.
 
-    The gradients are dropped (set to None) just before the step, so no parameter, momentum buffer or
-    Adam moment changes; under DDP the decision is taken across ranks (one rank's NaN reaches all ranks'
-    gradients through the all-reduce anyway). Each skip is counted, logged as `train/nonfinite_steps`
-    (the running total) and warned about. The learning-rate schedule still advances: it follows the
-    step count, as with fp16 loss scaling, which skips steps the same way.
+    A skipped step leaves every parameter and every buffer exactly as before the batch. The gradients
+    are dropped (set to None) just before the step, so torch's optimisers change no parameter, momentum
+    buffer or Adam moment; the buffers (BatchNorm running statistics and batch counts, anything
+    registered as a buffer), which the forward already updated, are copied back from a snapshot taken
+    before the forward (at the first micro-batch of the step under gradient accumulation). Under DDP the
+    decision is taken across ranks (one rank's NaN reaches all ranks' gradients through the all-reduce
+    anyway). Each skip is counted, logged as `train/nonfinite_steps` (the running total) and warned
+    about. The learning-rate schedule still advances: it follows the step count, as with fp16 loss
+    scaling, which skips steps the same way.
 
     Args:
         max_consecutive: raise after this many non-finite steps in a row (the run has diverged and
@@ -88,6 +92,14 @@ class NonFiniteLossGuard(Callback):
         self.skipped = 0
         self.consecutive = 0
         self._nonfinite = False
+        self._buffers_before_step: dict[str, torch.Tensor] | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch: Any, batch_idx: int) -> None:
+        # the forward about to run updates the buffers whatever its loss turns out to be
+        if self._buffers_before_step is None:
+            self._buffers_before_step = {
+                name: buffer.detach().clone() for name, buffer in pl_module.named_buffers()
+            }
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
         # with gradient accumulation one bad micro-batch spoils the whole step
@@ -95,11 +107,13 @@ class NonFiniteLossGuard(Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         nonfinite = trainer.strategy.reduce_boolean_decision(self._nonfinite, all=False)
+        buffers_before, self._buffers_before_step = self._buffers_before_step, None
         self._nonfinite = False
         if not nonfinite:
             self.consecutive = 0
             return
         optimizer.zero_grad(set_to_none=True)  # torch optimisers leave parameters without gradient alone
+        _restore_buffers(pl_module, buffers_before)
         self.skipped += 1
         self.consecutive += 1
         pl_module.log("train/nonfinite_steps", float(self.skipped), on_step=True, on_epoch=False)
@@ -119,6 +133,19 @@ class NonFiniteLossGuard(Callback):
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.skipped = state_dict["skipped"]
         self.consecutive = state_dict["consecutive"]
+
+
+def _restore_buffers(module: torch.nn.Module, saved: dict[str, torch.Tensor] | None) -> None:
+    """Copy `saved` (name -> tensor) back into the module's buffers, in place."""
+    if saved is None:
+        raise RuntimeError(
+            "NonFiniteLossGuard saw an optimiser step without a training batch before it "
+            "(manual optimisation is not supported)"
+        )
+    with torch.no_grad():
+        for name, buffer in module.named_buffers():
+            if name in saved:
+                buffer.copy_(saved[name])
 
 
 class RandomStateCheckpoint(Callback):
