@@ -13,7 +13,12 @@ from lightning.pytorch.cli import LightningCLI
 
 from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
-from msccl.training.callbacks import NonFiniteLossGuard, RandomStateCheckpoint, WandbValidationImages
+from msccl.training.callbacks import (
+    InterruptCheckpoint,
+    NonFiniteLossGuard,
+    RandomStateCheckpoint,
+    WandbValidationImages,
+)
 from msccl.training.checkpoint import AtomicCheckpointIO
 from msccl.training.run_dir import configure_run_dir, write_summary
 
@@ -26,17 +31,20 @@ class MscclCLI(LightningCLI):
     The number of classes, class names, ignore id and class groups come from the data module, so
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
-    `--output`. Checkpoints are saved atomically, and three callbacks are always present (their own
-    config keys): the non-finite-loss guard, the random-state checkpoint and W&B validation images.
+    `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
+    config keys): the non-finite-loss guard, the random-state checkpoint, the interrupt checkpoint (told
+    the command line, to print how to resume) and W&B validation images.
     """
 
     run_dir: Path | None = None
+    command_line: list[str] | None = None
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index", "class_groups"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_loss_guard")
         parser.add_lightning_class_args(RandomStateCheckpoint, "random_state_checkpoint")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.add_lightning_class_args(WandbValidationImages, "wandb_validation_images")
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
@@ -57,6 +65,10 @@ class MscclCLI(LightningCLI):
                 "with fit --ckpt_path last, the newest run that has checkpoints/last.ckpt).",
             )
         return parser
+
+    def parse_arguments(self, parser, args) -> None:
+        self.command_line = ["msccl", *(sys.argv[1:] if args is None else args)]
+        super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI completes the model config from a checkpoint's hyperparameters, which would also
@@ -104,6 +116,9 @@ class MscclCLI(LightningCLI):
         self.config[self.subcommand].trainer = self._given_trainer_config
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, InterruptCheckpoint):
+                callback.command = self.command_line
 
     def before_predict(self) -> None:
         arguments = self.config_init["predict"]

@@ -1,8 +1,16 @@
-"""A bad step leaves no trace and no checkpoint holds a non-finite tensor (issue 11, item 3)."""
+"""A bad step leaves no trace, no checkpoint holds a non-finite tensor, and Ctrl-C / SIGTERM stop a run
+with a checkpoint that resumes exactly (issue 11, item 3 and the interrupt line)."""
 
 from __future__ import annotations
 
 import copy
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +22,7 @@ from msccl.models import FPN
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import NonFiniteLossGuard
 from msccl.training.checkpoint import AtomicCheckpointIO
-from tests.conftest import TINY_SYNTHETIC, quiet_trainer
+from tests.conftest import REPO, TINY_SYNTHETIC, quiet_trainer
 
 
 def _training_state(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, dict]:
@@ -142,3 +150,132 @@ def test_a_checkpoint_with_a_nonfinite_tensor_is_not_written_and_the_last_good_o
     assert not best.exists() and torch.equal(
         torch.load(good, weights_only=True)["state_dict"]["w"], torch.zeros(2)
     )
+
+
+# ---- Ctrl-C / SIGTERM ---------------------------------------------------------------------------------
+
+
+class SignalAtStep(Callback):
+    """Sends `signal_name` to this very process after optimiser step `step`, as Ctrl-C would."""
+
+    def __init__(self, step: int, signal_name: str) -> None:
+        self.step, self.signal_name = step, signal_name
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal_name))
+
+
+class PauseAtStep(Callback):
+    """After optimiser step `step`, writes `<folder>/training` and waits for `<folder>/go` (at most 120 s),
+    so that a test can signal the process at a known point of training however slow the machine."""
+
+    def __init__(self, step: int, folder: str) -> None:
+        self.step, self.folder = step, Path(folder)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        (self.folder / "training").touch()
+        deadline = time.monotonic() + 120
+        while not (self.folder / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+# two optimiser steps, the signal after the first; one validation batch at the end
+SHORT = [
+    *TINY_SYNTHETIC,
+    "--trainer.limit_train_batches=2",
+    *QUICK_VALIDATION,
+]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The final checkpoint of the SHORT run that nobody interrupts."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    build_cli(["fit", *SHORT, f"--run_dir={folder}"])
+    return torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+
+
+def _resume_command(stderr: str) -> list[str]:
+    """The arguments of the printed resume command (after `msccl`)."""
+    lines = stderr.splitlines()
+    command = shlex.split(lines[lines.index("resume with:") + 1])
+    assert command[:2] == ["msccl", "fit"]
+    return command[1:]
+
+
+def _assert_resumed_exactly(expected: dict, run: Path) -> None:
+    actual = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert actual["global_step"] == expected["global_step"] == 2
+    _assert_equal_tensors(expected["state_dict"], actual["state_dict"])
+    _assert_equal_tensors(expected["optimizer_states"], actual["optimizer_states"])
+    assert actual["lr_schedulers"] == expected["lr_schedulers"]
+
+
+def test_ctrl_c_saves_at_the_step_boundary_prints_the_resume_command_and_resume_is_exact(
+    tmp_path, capfd, uninterrupted
+):
+    run = tmp_path / "run"
+    interrupt = [f"--trainer.callbacks+={__name__}.SignalAtStep", "--trainer.callbacks.step=1"]
+    args = ["fit", *SHORT, *interrupt, "--trainer.callbacks.signal_name=SIGINT", f"--run_dir={run}"]
+    with pytest.raises(SystemExit) as stopped:
+        build_cli(args)
+    assert stopped.value.code == 130
+    saved = run / "checkpoints" / "last.ckpt"
+    assert torch.load(saved, weights_only=False)["global_step"] == 1
+    stderr = capfd.readouterr().err
+    assert f"msccl: stopped by SIGINT after step 1; saved {saved.resolve()}" in stderr
+    resume = _resume_command(stderr)
+    assert resume == [*args, f"--ckpt_path={saved.resolve()}"]
+    with pytest.raises(KeyboardInterrupt):  # after fit, Ctrl-C interrupts at once again
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+
+    build_cli(resume)
+    _assert_resumed_exactly(uninterrupted, run)
+
+
+def test_sigterm_to_msccl_fit_saves_exits_143_and_the_printed_command_resumes_exactly(
+    in_tmp_dir, uninterrupted
+):
+    pause = ["--trainer.callbacks+=tests.test_faults_state.PauseAtStep", "--trainer.callbacks.step=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "msccl",
+        "fit",
+        *SHORT,
+        *pause,
+        f"--trainer.callbacks.folder={in_tmp_dir}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # same threads as this process: same float sums
+    process = subprocess.Popen(
+        command, cwd=in_tmp_dir, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        while not (in_tmp_dir / "training").exists() and process.poll() is None:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        (in_tmp_dir / "go").touch()
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, stderr[-2000:]
+    run = in_tmp_dir / "runs" / "synthetic" / "version_0"
+    assert "msccl: stopped by SIGTERM after step 1; saved" in stderr
+    resume = _resume_command(stderr)
+    saved = (run / "checkpoints" / "last.ckpt").resolve()
+    assert resume == [
+        "fit",
+        *SHORT,
+        *pause,
+        f"--trainer.callbacks.folder={in_tmp_dir}",
+        f"--ckpt_path={saved}",
+    ]
+
+    build_cli(resume)  # in this process: the same command, without paying for the imports again
+    assert not (run.parent / "version_1").exists()
+    _assert_resumed_exactly(uninterrupted, run)
