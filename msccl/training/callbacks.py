@@ -271,6 +271,9 @@ class InterruptCheckpoint(Callback):
             signal.signal(signum, handler)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._owner_pid is not None and self._signal is not None and trainer.is_global_zero:
+            name = signal.Signals(self._signal).name
+            print(f"msccl: {name} came after the last training step: the run finished", file=sys.stderr)
         self._disarm()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
@@ -304,7 +307,8 @@ class InterruptCheckpoint(Callback):
         if not trainer.strategy.reduce_boolean_decision(self._signal is not None, all=False):
             return
         signum = self._signal or signal.SIGTERM  # None: the signal reached another rank
-        folders = [callback.dirpath for callback in trainer.checkpoint_callbacks if callback.dirpath]
+        folders = [getattr(callback, "dirpath", None) for callback in trainer.checkpoint_callbacks]
+        folders = [folder for folder in folders if folder]
         folder = Path(folders[0]) if folders else Path(trainer.default_root_dir) / "checkpoints"
         path = folder / "last.ckpt"  # the name `--ckpt_path last` looks for
         before = _file_identity(path)
