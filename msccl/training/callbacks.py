@@ -228,8 +228,8 @@ class InterruptCheckpoint(Callback):
     What it does not do: a validation in progress finishes first (it cannot be resumed half-way), and a
     signal after the last training step lets the run finish. While training it replaces Lightning's own
     SIGTERM handling (which stops without a checkpoint and exits 0); data-loader workers forked during
-    fit ignore both signals (the main process decides). Signal handlers exist only in the main thread:
-    elsewhere this callback does nothing.
+    fit (Linux's default start method) ignore both signals, the main process decides. Signal handlers
+    exist only in the main thread: elsewhere this callback does nothing.
 
     Attributes:
         command: the command line that started the run (`msccl`'s CLI sets it); None prints only the
