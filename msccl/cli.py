@@ -25,6 +25,7 @@ from msccl.data.base import DatasetError
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import (
     EvaluationFigures,
+    InterruptCheckpoint,
     NonFiniteLossGuard,
     RandomStateCheckpoint,
     WandbValidationImages,
@@ -59,8 +60,9 @@ class MscclCLI(LightningCLI):
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
     `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
-    config keys): the non-finite-loss guard, the random-state checkpoint, W&B validation images and the
-    evaluation figures (confusion matrix and per-class IoU pictures in the run directory).
+    config keys): the non-finite-loss guard, the random-state checkpoint, the interrupt checkpoint (told
+    the command line, to print how to resume), W&B validation images and the evaluation figures
+    (confusion matrix and per-class IoU pictures in the run directory).
 
     `--ckpt_path` (`_parse_ckpt_path`): `last` is resolved to a file in every subcommand; the file is
     checked (exists, complete, digest) before any folder is created; model settings given explicitly
@@ -70,6 +72,7 @@ class MscclCLI(LightningCLI):
     """
 
     run_dir: Path | None = None
+    command_line: list[str] | None = None
     _created_run_dir: bool = False
     _given_ckpt_path: str | None = None
     _checkpoint_classes: int | None = None
@@ -77,6 +80,7 @@ class MscclCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         self._args = list(sys.argv[1:] if args is None else args)
+        self.command_line = ["msccl", *self._args]
         _check_config_files_are_yaml(self._args)
         super().parse_arguments(parser, args)
 
@@ -85,6 +89,7 @@ class MscclCLI(LightningCLI):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_loss_guard")
         parser.add_lightning_class_args(RandomStateCheckpoint, "random_state_checkpoint")
+        parser.add_lightning_class_args(InterruptCheckpoint, "interrupt_checkpoint")
         parser.add_lightning_class_args(WandbValidationImages, "wandb_validation_images")
         parser.add_lightning_class_args(EvaluationFigures, "evaluation_figures")
 
@@ -213,6 +218,9 @@ class MscclCLI(LightningCLI):
         self.config[self.subcommand].ckpt_path = self._given_ckpt_path
         if type(self.trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, InterruptCheckpoint):
+                callback.command = self.command_line
 
     def _check_classes_match_the_data(self) -> None:
         """A `model.init_args.num_classes` given, or a checkpoint's, must be the data's (the link from the

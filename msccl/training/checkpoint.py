@@ -1,8 +1,10 @@
-"""Checkpoint files that are never half-written, carry their own digest, and are checked when loaded.
+"""Checkpoint files that are never half-written nor poisoned, carry their own digest, and are checked when
+loaded.
 
-A killed job keeps its last good checkpoint (atomic rename). Each checkpoint also holds a SHA-256 digest
-of its own bytes, so a file altered or damaged after it was written is refused with one line instead of
-loading (torch's zip reader does not check its CRCs): `load_checkpoint` / `verify_checkpoint`.
+A killed or diverged job keeps its last good checkpoint (atomic rename; no checkpoint with a non-finite
+tensor is written). Each checkpoint also holds a SHA-256 digest of its own bytes, so a file altered or
+damaged after it was written is refused with one line instead of loading (torch's zip reader does not
+check its CRCs): `load_checkpoint` / `verify_checkpoint`.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import os
 import pickle
 import socket
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.rank_zero import rank_zero_warn
 
 __all__ = ["AtomicCheckpointIO", "CheckpointError", "load_checkpoint", "verify_checkpoint"]
 
@@ -39,9 +43,25 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (`DIGEST_RECORD`), which `load_checkpoint` checks. The temporary file is named after this machine and
     process; a save deletes only those of dead processes of this machine. Remote paths (`s3://...`) use
     Lightning's default, without digest.
+
+    A checkpoint holding a NaN or infinite tensor (weights, buffers, optimiser state, or a NaN in the
+    callbacks' states, where an infinity means "no score yet") is not written: a warning names the
+    tensors and the previous file stays, as does the one that `ModelCheckpoint` would delete right after
+    saving its replacement.
     """
 
+    _refused_last_save = False
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        nonfinite = _nonfinite_tensors(checkpoint)
+        self._refused_last_save = bool(nonfinite)
+        if nonfinite:
+            more = ", ..." if len(nonfinite) > 3 else ""
+            rank_zero_warn(
+                f"checkpoint {path} not written: {len(nonfinite)} tensors are not finite "
+                f"({', '.join(nonfinite[:3])}{more}); any earlier file there is kept"
+            )
+            return None
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         if storage_options is not None:
@@ -66,6 +86,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if "://" in str(path):
             return super().load_checkpoint(path, map_location or (lambda storage, _: storage), weights_only)
         return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+    def remove_checkpoint(self, path) -> None:
+        if self._refused_last_save:  # ModelCheckpoint removes the file the refused one was to replace
+            rank_zero_warn(f"kept {path}: the checkpoint meant to replace it was not written")
+            return
+        super().remove_checkpoint(path)
 
 
 def _remove_temporaries_of_dead_processes(path: Path) -> None:
@@ -143,6 +169,33 @@ def load_checkpoint(
             raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict): use one of fit")
         return checkpoint
     raise CheckpointError(f"checkpoint {path} cannot be read ({reason}): use another checkpoint")
+
+
+def _nonfinite_tensors(checkpoint: dict[str, Any]) -> list[str]:
+    """Dotted keys of the tensors a checkpoint must not hold: NaN or infinite anywhere, except that the
+    callbacks' states may hold an infinity (ModelCheckpoint's and EarlyStopping's "no score yet")."""
+    found = []
+    for key, value in checkpoint.items():
+        is_bad = torch.isnan if key == "callbacks" else _not_finite
+        found += [name for name, tensor in _floating_tensors(value, str(key)) if bool(is_bad(tensor).any())]
+    return found
+
+
+def _not_finite(tensor: torch.Tensor) -> torch.Tensor:
+    return ~torch.isfinite(tensor)
+
+
+def _floating_tensors(value: Any, key: str) -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted key, tensor) of every floating-point or complex tensor in nested dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield key, value
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            yield from _floating_tensors(item, f"{key}.{name}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _floating_tensors(item, f"{key}.{index}")
 
 
 def _fsync_directory(folder: Path) -> None:
