@@ -1,5 +1,5 @@
-"""The paper's recipes in conf/experiments/ (docs/method.md C3): each config, alone or composed with its task file
-and CE-only twin, parses with the recipe's settings, fails offline with a clear message for its ImageNet
+"""The paper's recipes in conf/experiments/ (docs/method.md C3): each config, alone or composed with its
+file and CE-only twin, parses with the recipe's settings, fails offline with a clear message for its ImageNet
 weights, and builds its network at full size and trains one step at a tiny crop on the CPU, so none rots.
 
 Only engineering settings (CPU, one device, no progress bar), the data root (a tiny tree in the dataset's
