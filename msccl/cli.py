@@ -18,6 +18,7 @@ from msccl.training import SegmentationModule
 from msccl.training.callbacks import NonFiniteLossGuard, RandomStateCheckpoint, WandbValidationImages
 from msccl.training.checkpoint import AtomicCheckpointIO
 from msccl.training.run_dir import configure_run_dir, write_summary
+from msccl.training.wandb_agent import add_sweep_logger
 
 __all__ = ["EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "MscclCLI", "build_cli", "main", "usage"]
 
@@ -87,6 +88,7 @@ class MscclCLI(LightningCLI):
             )
             config.trainer.callbacks = [*(config.trainer.callbacks or []), writer]
             return
+        add_sweep_logger(config.trainer)  # under `wandb agent`: the trial reports to its sweep
         run_dir, ckpt_path = config.run_dir, config.ckpt_path
         resume = self.subcommand == "fit" and ckpt_path is not None
         if (
