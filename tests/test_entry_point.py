@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -82,3 +83,23 @@ def test_package_metadata_ships_the_type_marker_licence_and_citation():
     citation = (REPO / "CITATION.cff").read_text()
     assert "2203.13409" in citation and "Pissas" in citation and f'version: "{msccl.__version__}"' in citation
     assert f"## [{msccl.__version__}]" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_constraints_pin_every_declared_dependency_within_its_declared_range():
+    """pyproject.toml declares ranges, constraints.txt the exact tested versions: they must agree."""
+    from packaging.requirements import Requirement
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    project = read_configuration(REPO / "pyproject.toml")["project"]
+    lines = (REPO / "constraints.txt").read_text().splitlines()
+    pins = {canonical(n): v for n, v in (line.split("==") for line in lines if "==" in line)}
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    requirements = [Requirement(r) for r in [*project["dependencies"], *extras] if not r.startswith("msccl")]
+    assert {canonical(r.name) for r in requirements} >= {"torch", "pyyaml", "huggingface-hub", "safetensors"}
+    for requirement in requirements:
+        pinned = pins.get(canonical(requirement.name))
+        assert pinned and requirement.specifier.contains(pinned), f"{requirement} vs constraints {pinned}"
+    assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")  # the machines' local wheels
