@@ -149,6 +149,8 @@ def _prepared(command: Command, data: Path) -> list[str]:
     if words[0] == "sweep" and "--dry-run" not in words:
         # each trial is a subprocess fit: tests/test_sweep.py runs real trials; here the trials are listed
         return [*words, "--dry-run"]
+    if words[0] == "data":
+        return [*words, "--workers=0"]  # decode in this process: the trees are tiny
     if words[0] == "export":
         return [*words, "--height=32", "--width=32"]
     return words
@@ -177,8 +179,9 @@ def test_the_documents_yield_every_kind_of_command():
     assert any(s.startswith("conf/sweeps/") for s in sources) and len(commands) >= 40
 
 
-def test_every_documented_command_runs_at_a_tiny_size(data, in_tmp_dir, capsys):
+def test_every_documented_command_runs_at_a_tiny_size(data, in_tmp_dir, capsys, monkeypatch):
     (in_tmp_dir / "conf").symlink_to(REPO / "conf")  # the commands run from the repository's root
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # W&B runs are tests/test_wandb.py's (~10 s each)
     failures, ran = [], 0
     for command in documented_commands():
         if any(marker in command.text for marker in TEMPLATES):
