@@ -44,12 +44,13 @@ DATA_ROOTS = {
     "path/to/images": "images",
 }
 
-# Appended to every fit / validate / test / predict that runs: the smallest run of each kind.
+# Appended to every fit / validate / test / predict that runs: the smallest run of each kind
+# (`limit_*_batches=1` would parse as 1.0, i.e. every batch: hence limits of 2).
 TINY_TRAINER = [
     "--trainer.max_epochs=1",
-    "--trainer.limit_train_batches=1",
-    "--trainer.limit_val_batches=1",
-    "--trainer.limit_test_batches=1",
+    "--trainer.limit_train_batches=2",
+    "--trainer.limit_val_batches=2",
+    "--trainer.limit_test_batches=2",
     "--trainer.limit_predict_batches=2",
     "--trainer.num_sanity_val_steps=0",
     "--trainer.enable_progress_bar=false",
