@@ -65,6 +65,25 @@ TINY_SYNTHETIC_DATA = [
     "--data.init_args.num_test=2",
 ]
 TINY_FILE_DATA = ["--data.init_args.crop_size=[32, 32]"]
+# The paper's networks are trained at full size by tests/test_experiments.py; here what is tested is that a
+# model config composes with the rest, so the big backbones are swapped for small ones of the same family
+# (same taps, so the same scale weights; Swin stays Swin-T, with narrow heads).
+NARROW_NETWORKS = {
+    "conf/models/hrnet_w48.yaml": ["--model.init_args.net.init_args.backbone=hrnet_w18_small"],
+    "conf/models/ocrnet_hrnet_w48.yaml": [
+        "--model.init_args.net.init_args.backbone=hrnet_w18_small",
+        "--model.init_args.net.init_args.mid_channels=64",
+        "--model.init_args.net.init_args.key_channels=32",
+    ],
+    "conf/models/deeplabv3_r101.yaml": ["--model.init_args.net.init_args.encoder=resnet18"],
+    "--model.init_args.net.class_path=msccl.models.DeepLabV3": [
+        "--model.init_args.net.init_args.encoder=resnet18"
+    ],
+    "conf/models/upernet_swin_t.yaml": [
+        "--model.init_args.net.init_args.decoder_channels=32",
+        "--model.init_args.net.init_args.aux_channels=32",
+    ],
+}
 NARROW_DEMO_NETWORK = [
     "--model.init_args.net.init_args.pyramid_channels=32",
     "--model.init_args.net.init_args.segmentation_channels=32",
@@ -131,10 +150,13 @@ def _tiny(words: list[str]) -> list[str]:
     demo_network = not any("conf/models/" in c for c in configs) and not any(
         w.startswith("--model.init_args.net.class_path") for w in words
     )
+    narrow = [
+        a for marker, args in NARROW_NETWORKS.items() if marker in words or marker in configs for a in args
+    ]
     return [
         *TINY_TRAINER,
         *(TINY_FILE_DATA if file_data else TINY_SYNTHETIC_DATA),
-        *(NARROW_DEMO_NETWORK if demo_network else []),
+        *(NARROW_DEMO_NETWORK if demo_network else narrow),
     ]
 
 
