@@ -4,16 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export HF_HUB_OFFLINE ?= 1
-export WANDB_MODE ?= offline
-export NO_ALBUMENTATIONS_UPDATE ?= 1
-
 .PHONY: install demo test test-fast lint format clean
 
-# Reinstall only when pyproject.toml changed since the last install.
-$(STAMP): pyproject.toml
+# Reinstall only when pyproject.toml or constraints.txt changed since the last install; the constraints
+# file holds the exact versions tested together (pyproject.toml only the ranges).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,8 +1,7 @@
-"""msccl: multi-scale and cross-scale supervised contrastive learning for semantic segmentation."""
+"""msccl: multi-scale and cross-scale supervised contrastive learning for semantic segmentation.
 
-from msccl._offline import set_offline_defaults
-
-# Before any submodule imports albumentations / huggingface_hub / wandb: they read these at import.
-set_offline_defaults()
+Importing msccl (or any of its modules) leaves the process environment alone; the `msccl` command sets
+its offline defaults itself (msccl._offline).
+"""
 
 __version__ = "0.1.0"

@@ -20,6 +20,8 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 
+from msccl import __version__
+from msccl._offline import set_offline_defaults
 from msccl.data import SegmentationDataModule
 from msccl.data.base import DatasetError
 from msccl.training import SegmentationModule
@@ -33,8 +35,18 @@ from msccl.training.callbacks import (
 from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
+from msccl.training.wandb_agent import add_sweep_logger
 
-__all__ = ["ConfigError", "MscclCLI", "build_cli", "main", "one_line_errors"]
+__all__ = [
+    "EXTRA_COMMANDS",
+    "LIGHTNING_COMMANDS",
+    "ConfigError",
+    "MscclCLI",
+    "build_cli",
+    "main",
+    "one_line_errors",
+    "usage",
+]
 
 
 class ConfigError(ValueError):
@@ -176,6 +188,7 @@ class MscclCLI(LightningCLI):
             )
             config.trainer.callbacks = [*(config.trainer.callbacks or []), writer]
             return
+        add_sweep_logger(config.trainer)  # under `wandb agent`: the trial reports to its sweep
         run_dir, ckpt_path = config.run_dir, config.ckpt_path
         # fit continues a run from a checkpoint inside its checkpoints/ (what `last` resolves to) or into
         # an explicit --run_dir; any other checkpoint starts a new run from its state
@@ -359,8 +372,17 @@ def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
     )
 
 
+# LightningCLI's subcommands, with the one line `msccl --help` shows for each.
+LIGHTNING_COMMANDS: dict[str, str] = {
+    "fit": "train and validate a model (--config conf/X.yaml; any key overridable)",
+    "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
+    "test": "evaluate a checkpoint on the test split with the configured protocol (--ckpt_path)",
+    "predict": "write label PNGs and overlays for a folder of images (--output)",
+}
+
 # Subcommands beyond LightningCLI's, by name: "module:function", the function taking the remaining
-# arguments and returning an exit code. Imported only when used, so `msccl fit` does not pay for them.
+# arguments and returning an exit code. Imported only when used, so `msccl fit` does not pay for them;
+# `msccl --help` shows the first line of the module's docstring (after its "`msccl NAME ...`: " prefix).
 EXTRA_COMMANDS: dict[str, str] = {
     "data": "msccl.data.check:main",
     "export": "msccl.models.export:main",
@@ -402,12 +424,47 @@ def _unwrapped(error: BaseException) -> BaseException:
         error = inner
 
 
+def _extra_command_summary(target: str) -> str:
+    """One line for `msccl --help`: the first docstring line of the command's module, minus its prefix."""
+    doc = importlib.import_module(target.split(":")[0]).__doc__ or ""
+    first = doc.strip().splitlines()[0] if doc.strip() else ""
+    summary = first.split("`: ", 1)[-1] if first.startswith("`msccl") else first
+    return summary.rstrip(".")
+
+
+def usage() -> str:
+    """The text of `msccl --help`: every subcommand with one line each."""
+    commands = LIGHTNING_COMMANDS | {name: _extra_command_summary(t) for name, t in EXTRA_COMMANDS.items()}
+    width = max(map(len, commands))
+    lines = [
+        f"msccl {__version__}: multi-scale and cross-scale contrastive learning for semantic segmentation",
+        "",
+        "usage: msccl COMMAND [arguments]   (`msccl COMMAND --help` lists a command's arguments)",
+        "       msccl --version",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {summary}" for name, summary in commands.items()),
+    ]
+    return "\n".join(lines)
+
+
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the `msccl` console script (`args` defaults to `sys.argv[1:]`)."""
+    """Entry point of the `msccl` command (`args` defaults to `sys.argv[1:]`).
+
+    The console script reaches it through `msccl.__main__`, which sets the offline defaults before this
+    module's imports; calling it in-process sets those a library reads at run time (W&B's mode).
+    """
+    set_offline_defaults()
     # Lightning 2.6 on torch 2.14 warns about its own pytree use at every fit: noise for a user
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] in EXTRA_COMMANDS:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    if argv[0] == "--version":
+        print(f"msccl {__version__}")
+        sys.exit(0)
+    if argv[0] in EXTRA_COMMANDS:
         module, function = EXTRA_COMMANDS[argv[0]].split(":")
         sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
     debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")

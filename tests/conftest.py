@@ -7,6 +7,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 
+from msccl._offline import set_offline_defaults
+
+# The suite runs offline as the `msccl` command does (importing msccl sets nothing); before the test
+# modules import huggingface_hub, wandb and albumentations, which read these at import.
+set_offline_defaults()
+
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC_CONFIG = REPO / "conf" / "synthetic.yaml"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,19 +28,26 @@ class TreeSample:
 
 @dataclass
 class Tree:
+    """A tree being written. `shape`, `block` and `label_ids` change the files' size, the labels' block size
+    and the raw ids they cycle through (default: every id of the dataset, 4x4 blocks of a 32x64 file)."""
+
     root: Path
     samples: dict[str, list[TreeSample]] = field(default_factory=dict)
     _count: int = 0
+    shape: tuple[int, int] = (HEIGHT, WIDTH)
+    block: int | tuple[int, int] = 4
+    label_ids: list[int] | None = None
 
     def add(self, split: str, image: Path, label: Path, raw_ids: list[int]) -> TreeSample:
         """Write a noise image and a block label cycling through `raw_ids` (offset per file)."""
         rng = np.random.default_rng(self._count)
-        blocks = np.resize(
-            np.roll(np.asarray(raw_ids, np.uint8), -7 * self._count), (HEIGHT // 4, WIDTH // 4)
-        )
-        raw = np.kron(blocks, np.ones((4, 4), np.uint8))
+        height, width = self.shape
+        ids = np.asarray(self.label_ids or raw_ids, np.uint8)
+        block = (self.block, self.block) if isinstance(self.block, int) else self.block
+        blocks = np.resize(np.roll(ids, -7 * self._count), (height // block[0], width // block[1]))
+        raw = np.kron(blocks, np.ones(block, np.uint8))
         self._count += 1
-        write_image(image, rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8))
+        write_image(image, rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
         write_image(label, raw)
         sample = TreeSample(image, label, raw)
         self.samples.setdefault(split, []).append(sample)
@@ -66,9 +74,9 @@ def write_image(path: Path, array: np.ndarray) -> None:
     assert cv2.imwrite(str(path), array, params)
 
 
-def cityscapes_tree(root: Path, counts: dict[str, int] | None = None) -> Tree:
+def cityscapes_tree(root: Path, counts: dict[str, int] | None = None, **layout: Any) -> Tree:
     """leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png + gtFine/..._gtFine_labelIds.png."""
-    tree = Tree(root)
+    tree = Tree(root, **layout)
     raw_ids = [*range(34), 255]  # every labelId, and the license plate's -1 as stored in 8 bits
     cities = {"train": ("aachen", "bochum"), "val": ("frankfurt", "lindau"), "test": ("berlin", "bonn")}
     for split, count in (counts or {"train": 4, "val": 2, "test": 1}).items():
@@ -91,9 +99,9 @@ def cityscapes_tree(root: Path, counts: dict[str, int] | None = None) -> Tree:
     return tree
 
 
-def ade20k_tree(root: Path, counts: dict[str, int] | None = None) -> Tree:
+def ade20k_tree(root: Path, counts: dict[str, int] | None = None, **layout: Any) -> Tree:
     """ADEChallengeData2016/images/{training,validation}/ADE_*.jpg + annotations/.../ADE_*.png."""
-    tree = Tree(root)
+    tree = Tree(root, **layout)
     base = root / "ADEChallengeData2016"
     for split, folder, prefix in (("train", "training", "ADE_train"), ("val", "validation", "ADE_val")):
         for index in range(1, (counts or {"train": 4, "val": 2})[split] + 1):
@@ -145,11 +153,11 @@ def pascal_context_split_folders_tree(root: Path) -> Tree:
     return tree
 
 
-def cadis_tree(root: Path, frames_per_video: dict[int, int] | None = None) -> Tree:
+def cadis_tree(root: Path, frames_per_video: dict[int, int] | None = None, **layout: Any) -> Tree:
     """Video01 ... Video25, each with Images/VideoN_frameNNNNNN.png and Labels/ of the same name."""
     from msccl.data.cadis import CADIS_VIDEO_SPLITS
 
-    tree = Tree(root)
+    tree = Tree(root, **layout)
     frames_per_video = frames_per_video or {video: 1 for video in range(1, 26)}
     split_of = {video: split for split, videos in CADIS_VIDEO_SPLITS.items() for video in videos}
     for video, frames in frames_per_video.items():

@@ -38,7 +38,7 @@ def test_ablation_trains_every_variant_and_writes_table_and_plot(tmp_path: Path,
     assert "train/contrastive/" not in logs["CE"]
     assert "train/contrastive/cs" not in logs["CE + MS"] and "train/contrastive/ms" in logs["CE + MS"]
     assert "train/contrastive/cs" in logs["CE + MS + CS"]
-    assert (tmp_path / "learning_curves.png").stat().st_size > 0
+    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG
     table = capsys.readouterr().out
     assert all(f"| {variant} |" in table for variant in ablation.VARIANTS)
 

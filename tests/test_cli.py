@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -84,22 +82,3 @@ def test_print_config_is_complete_and_reproducible(in_tmp_dir, capsys):
     with pytest.raises(SystemExit):
         build_cli(["fit", f"--config={saved}", "--print_config"])
     assert yaml.safe_load(capsys.readouterr().out) == printed
-
-
-def test_console_script_entry_point_runs_offline(in_tmp_dir):
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
-    code = "import os, msccl.cli; print(os.environ['HF_HUB_OFFLINE'], os.environ['WANDB_MODE'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["1", "offline"]
-    help_out = subprocess.run(
-        [sys.executable, "-m", "msccl", "--help"], env=env, capture_output=True, text=True, check=True
-    )
-    for subcommand in ("fit", "validate", "test", "predict"):
-        assert subcommand in help_out.stdout
-
-
-def test_user_set_environment_wins(in_tmp_dir):
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    code = "import os, msccl; print(os.environ['WANDB_MODE'], os.environ['NO_ALBUMENTATIONS_UPDATE'])"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["disabled", "1"]

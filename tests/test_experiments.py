@@ -1,15 +1,16 @@
-"""The paper's recipes in conf/experiments/ (docs/method.md C3): each config, alone or with its task file
-and CE-only twin, parses with the recipe's settings, fails offline with a clear message for its ImageNet
-weights, and builds its network at full size and trains one step at a tiny crop on the CPU, so none rots.
+"""The paper's recipes in conf/experiments/ (docs/method.md C3): each recipe, task file and CE-only twin
+parses with the recipe's settings (the twin differing only in the loss and run directory), fails offline
+with a clear message for its ImageNet weights, and builds its network at full size and trains one step on
+the CPU on inputs where the sampler draws at every scale, so every contrastive term must be non-zero.
 
-Only engineering settings (CPU, one device, no progress bar), the data root (a tiny tree in the dataset's
-own layout), the crop (and with it Swin's patch grid and the sliding window) and `pretrained` are
-overridden: network, losses, optimiser, schedule, contrastive loss and evaluation come from the files.
+Only engineering settings (CPU, one device, no progress bar), the data root (a small tree in the dataset's
+own layout; for CaDIS 4 of its training videos), the crop, the batch (2), the evaluation window and
+`pretrained` are overridden: network, losses, optimiser, schedule, contrastive loss and evaluation
+protocol come from the files.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from lightning.pytorch import Callback
 
 from msccl.cli import build_cli
+from msccl.data.cadis import CADIS_VIDEO_SPLITS
 from msccl.models import PretrainedWeightsNotFound
 from tests.conftest import REPO
 from tests.dataset_trees import ade20k_tree, cadis_tree, cityscapes_tree
@@ -59,7 +61,7 @@ CITYSCAPES_CLASS_WEIGHTS = [
 class Recipe:
     """What docs/method.md C3 (or the config header, where the paper released nothing) says a run is."""
 
-    files: tuple[str, ...]  # conf/experiments files, in the order they are given
+    file: str  # in conf/experiments/
     tree: Callable[[Path], object]  # writes a tiny dataset tree in the publisher's layout
     data_class: str
     num_classes: int
@@ -105,9 +107,9 @@ ADE20K = dict(tree=ade20k_tree, data_class="ADE20K", num_classes=150, global_bat
 
 
 def _cadis(task: int) -> Recipe:
-    task_file = (f"cadis_ocrnet_hrnet_w48_task{task}.yaml",) if task > 1 else ()
     return Recipe(
-        files=("cadis_ocrnet_hrnet_w48.yaml", *task_file), tree=cadis_tree, data_class="CaDIS",
+        file=f"cadis_ocrnet_hrnet_w48{f'_task{task}' if task > 1 else ''}.yaml",
+        tree=cadis_tree, data_class="CaDIS",
         num_classes={1: 8, 2: 17, 3: 25}[task], global_batch=16, crop=(512, 512), **OCRNET_SGD,
         iterations=50_000, poly_power=0.9, taps=HRNET_W48_TAPS, min_parameters_m=60,
         evaluation={"mode": "whole", "scales": (1.0,), "flip": False},
@@ -117,22 +119,23 @@ def _cadis(task: int) -> Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "cityscapes_hrnet_w48": Recipe(
-        files=("cityscapes_hrnet_w48.yaml",), **CITYSCAPES, taps=HRNET_W48_TAPS, min_parameters_m=60,
+        file="cityscapes_hrnet_w48.yaml", **CITYSCAPES, taps=HRNET_W48_TAPS, min_parameters_m=60,
         extra={"test_split": "val"},
     ),
     "cityscapes_deeplabv3_r101": Recipe(
-        files=("cityscapes_deeplabv3_r101.yaml",), **CITYSCAPES, taps=[(256, 4), (1024, 8), (2048, 8)],
+        file="cityscapes_deeplabv3_r101.yaml", **CITYSCAPES, taps=[(256, 4), (1024, 8), (2048, 8)],
         min_parameters_m=55, extra={"output_stride": 8},
     ),
     "ade20k_ocrnet_hrnet_w48": Recipe(
-        files=("ade20k_ocrnet_hrnet_w48.yaml",), **ADE20K, **OCRNET_SGD, iterations=150_000, poly_power=0.9,
+        file="ade20k_ocrnet_hrnet_w48.yaml", **ADE20K, **OCRNET_SGD, iterations=150_000, poly_power=0.9,
         taps=HRNET_W48_TAPS, min_parameters_m=65, evaluation=ADE20K_EVALUATION,
     ),
     "ade20k_upernet_swin_t": Recipe(
-        files=("ade20k_upernet_swin_t.yaml",), **ADE20K, optimizer=torch.optim.AdamW,
+        file="ade20k_upernet_swin_t.yaml", **ADE20K, optimizer=torch.optim.AdamW,
         optimizer_settings={"lr": 6e-5, "weight_decay": 0.01, "betas": (0.9, 0.999)}, iterations=160_000,
         poly_power=1.0, warmup_steps=1500, taps=[(512, s) for s in (4, 8, 16, 32)], min_parameters_m=55,
-        evaluation=ADE20K_EVALUATION, extra={"encoder_kwargs": {"img_size": 512, "drop_path_rate": 0.3}},
+        evaluation=ADE20K_EVALUATION,
+        extra={"encoder_kwargs": {"img_size": 512, "dynamic_img_size": True, "drop_path_rate": 0.3}},
     ),
     "cadis_ocrnet_hrnet_w48": _cadis(1),
     "cadis_ocrnet_hrnet_w48_task2": _cadis(2),
@@ -141,8 +144,8 @@ RECIPES: dict[str, Recipe] = {
 
 
 def _config_args(name: str, ce_only: bool) -> list[str]:
-    files = [*RECIPES[name].files, *([f"ce_only/{name}.yaml"] if ce_only else [])]
-    return [f"--config={EXPERIMENTS / file}" for file in files]
+    """A recipe (or its twin) is one file: it includes its bases itself (`config:` at its top)."""
+    return [f"--config={EXPERIMENTS / ('ce_only/' if ce_only else '') / RECIPES[name].file}"]
 
 
 def _tuples(value):
@@ -161,9 +164,19 @@ def _parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict:
 
 def test_every_file_in_conf_experiments_is_tested():
     files = {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")}
-    tested = {file for recipe in RECIPES.values() for file in recipe.files}
-    tested |= {f"ce_only/{name}.yaml" for name in RECIPES}
-    assert files == tested
+    tested = {recipe.file for recipe in RECIPES.values()} | {f"ce_only/{r.file}" for r in RECIPES.values()}
+    assert files == tested | {"_base.yaml"}  # the shared base, in every recipe's chain
+
+
+@pytest.mark.parametrize("name", ["cityscapes_hrnet_w48", "cadis_ocrnet_hrnet_w48_task2"])
+def test_a_twin_or_task_file_given_after_its_recipe_composes_as_alone(name, in_tmp_dir, monkeypatch):
+    """The older two-file commands (`--config recipe --config twin`) still give the same run."""
+    chain = [f"--config={EXPERIMENTS / 'cadis_ocrnet_hrnet_w48.yaml'}"] if "task" in name else []
+    chain += [*_config_args(name, ce_only=False), *_config_args(name, ce_only=True)]
+    root = "--data.init_args.root=/nowhere"
+    assert _parse([*chain, root], monkeypatch) == _parse(
+        [*_config_args(name, ce_only=True), root], monkeypatch
+    )
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -223,61 +236,96 @@ def test_pretrained_backbone_offline_fails_at_once_naming_the_weights(name, says
 
 class OneStep(Callback):
     """Ends `fit` after one optimiser step (validation then runs once), leaving `max_steps`, and with it the
-    learning-rate schedule, as configured; records which trainable parameters got no gradient."""
+    learning-rate schedule, as configured; records which trainable parameters got no gradient and the
+    gradient norm of each tap's projection head."""
 
     without_gradient: list[str] | None = None
+    head_gradients: list[float] | None = None
 
     def on_before_optimizer_step(self, trainer: L.Trainer, module: L.LightningModule, optimizer) -> None:
         self.without_gradient = [
             n for n, p in module.named_parameters() if p.requires_grad and p.grad is None
+        ]
+        self.head_gradients = [
+            sum(float(p.grad.norm()) for p in head.parameters() if p.grad is not None)
+            for head in module.projection_heads
         ]
 
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
         trainer.should_stop = True
 
 
-def _tiny(name: str, tree: Path) -> list[str]:
-    """Root, crop and the sizes tied to the crop: Swin's patch grid and the sliding window."""
+# Real classes of each dataset (raw ids mapping to four different train ids in every task), one per image:
+# every crop then holds one class, so each image is a present (image, class) pair at every scale and the
+# two images of a batch contrast two classes (docs/method.md A2.3).
+CLASS_IDS = {"Cityscapes": [7, 8, 11, 12], "ADE20K": [1, 2, 3, 4], "CaDIS": [0, 1, 2, 3]}
+
+
+def _layout(recipe: Recipe) -> tuple[dict, tuple[int, int]]:
+    """The tree's layout and the crop: the crop has >= 5 pixels (min_views_per_class) at stride 32 even
+    at the smallest rescale (0.5), so the sampler draws at every scale; the images are twice the crop so
+    the rescaled image always fills it (no ignore padding)."""
+    crop = (128, 128) if recipe.crop[0] == recipe.crop[1] else (64, 128)
+    shape = (2 * crop[0], 2 * crop[1])
+    return {"shape": shape, "block": shape, "label_ids": CLASS_IDS[recipe.data_class]}, crop
+
+
+def _small(name: str, tree: Path) -> list[str]:
+    """Root, crop, batch 2 and an evaluation window of the whole (small) image: one pass per scale."""
     recipe = RECIPES[name]
-    crop = (64, 64) if recipe.crop[0] == recipe.crop[1] else (32, 64)
-    args = [f"--data.init_args.root={tree}", f"--data.init_args.crop_size=[{crop[0]}, {crop[1]}]"]
-    if "encoder_kwargs" in recipe.extra:
-        kwargs = {**recipe.extra["encoder_kwargs"], "img_size": crop[0]}
-        args.append(f"--model.init_args.net.init_args.encoder_kwargs={json.dumps(kwargs)}")
+    layout, crop = _layout(recipe)
+    args = [
+        f"--data.init_args.root={tree}",
+        f"--data.init_args.crop_size=[{crop[0]}, {crop[1]}]",
+        "--data.init_args.batch_size=2",
+    ]
+    if recipe.data_class == "CaDIS":  # 4 training frames of 4 classes: any batch of 2 holds 2 classes
+        args.append(f"--data.init_args.train_videos={list(CADIS_VIDEO_SPLITS['train'][:4])}")
     if recipe.evaluation["mode"] == "sliding":
-        # multi-scale: twice the crop, one window per image and scale (up to 1.75x), so fewer passes; one
-        # scale: the crop itself (Swin's patch grid)
-        factor = 2 if len(recipe.evaluation["scales"]) > 1 else 1
-        args.append(f"--model.init_args.evaluation.crop=[{factor * crop[0]}, {factor * crop[1]}]")
+        height, width = layout["shape"]
+        args.append(f"--model.init_args.evaluation.crop=[{height}, {width}]")
     return args
 
 
-@pytest.mark.parametrize("ce_only", [False, True], ids=["contrastive", "ce_only"])
-@pytest.mark.parametrize("name", RECIPES)
-def test_full_size_network_trains_one_step_and_evaluates(name, ce_only, in_tmp_dir, monkeypatch):
+# The task files differ from CaDIS task 1 only in the task and run directory (checked above): trained once.
+TRAINED = [name for name in RECIPES if "_task" not in name]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_full_size_network_trains_one_step_with_every_contrastive_term_and_evaluates(
+    name, in_tmp_dir, monkeypatch
+):
     recipe = RECIPES[name]
     saved: list[str] = []
     monkeypatch.setattr(
         L.Trainer, "save_checkpoint", lambda self, path, *a, **k: saved.append(Path(path).name)
     )
     tree = in_tmp_dir / "data"
-    recipe.tree(tree)
+    recipe.tree(tree, **_layout(recipe)[0])
     stop = f"--trainer.callbacks+={__name__}.OneStep"
     torch.manual_seed(0)
-    cli = build_cli(["fit", *_config_args(name, ce_only), *CPU, *_tiny(name, tree), stop])
+    cli = build_cli(["fit", *_config_args(name, ce_only=False), *CPU, *_small(name, tree), stop])
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
 
     assert trainer.global_step == 1 and "last.ckpt" in saved
     metrics = trainer.callback_metrics
     assert torch.isfinite(metrics["train/loss"]) and "val/mIoU" in metrics
-    assert ("train/contrastive" in metrics) is not ce_only
-    # every trainable parameter got a gradient: DDP needs no find_unused_parameters
+    # samples at every scale, every multi-scale and cross-scale term non-zero and finite (docs/method.md A4)
+    num_scales = len(recipe.taps)
+    terms = {k.removeprefix("train/contrastive/"): v for k, v in metrics.items() if "contrastive/" in k}
+    expected = {f"{kind}/s{s}" for s in range(num_scales) for kind in ("samples", "ms")}
+    expected |= {f"cs/s0-s{num_scales - 1}", f"cs/s0-s{num_scales - 2}"}
+    assert set(terms) == expected
+    for term, value in terms.items():
+        assert torch.isfinite(value) and value > 0, term
+    # gradients reach every tap's projection head; every trainable parameter got one (DDP needs no
+    # find_unused_parameters)
     (one_step,) = [c for c in trainer.callbacks if isinstance(c, OneStep)]
+    assert len(one_step.head_gradients) == num_scales and min(one_step.head_gradients) > 0
     assert one_step.without_gradient == []
     # the network at full size, its taps as docs/method.md A1 says
     assert [(t.channels, t.stride) for t in module.net.taps] == recipe.taps
     assert sum(p.numel() for p in module.net.parameters()) / 1e6 > recipe.min_parameters_m
-    assert (module.contrastive_loss is None) is ce_only
     # data: the dataset's classes and the paper's augmentation
     assert type(data).__name__ == recipe.data_class and module.num_classes == recipe.num_classes
     assert data.augmentation == PAPER_AUGMENTATION
@@ -301,11 +349,28 @@ def test_full_size_network_trains_one_step_and_evaluates(name, ce_only, in_tmp_d
     assert factor(0) == pytest.approx(1.0 if warmup == 0 else 1e-6)
     if warmup:
         assert factor(warmup // 2) == pytest.approx(0.5, abs=1e-3)
-    # evaluation: the recipe's protocol (at the tiny crop) runs on the test split
+    # evaluation: the recipe's protocol runs on the test split, except Cityscapes' 6 scales x flip of a
+    # full-size network (12 passes; tests/test_evaluation.py runs that protocol on a small network)
     evaluation = module.evaluation
     for key, value in recipe.evaluation.items():
         if key != "crop":
             assert getattr(evaluation, key) == value, key
-    if not ce_only:
+    if len(recipe.evaluation["scales"]) == 1:
         trainer.test(module, datamodule=data)
         assert 0.0 <= float(trainer.callback_metrics["test/mIoU"]) <= 1.0
+
+
+def test_swin_with_dynamic_img_size_gives_the_fixed_grid_network_outputs_at_its_size():
+    """The Swin recipe's `dynamic_img_size` changes nothing at img_size (so training at the paper's crop is
+    the paper's network) and lets the same weights run at other sizes."""
+    from msccl.models import UPerNet
+
+    kwargs = {"encoder": "tu-swin_tiny_patch4_window7_224", "decoder_channels": 32, "aux_stage": None}
+    torch.manual_seed(0)
+    fixed = UPerNet(3, encoder_kwargs={"img_size": 224}, **kwargs).eval()
+    dynamic = UPerNet(3, encoder_kwargs={"img_size": 224, "dynamic_img_size": True}, **kwargs).eval()
+    dynamic.load_state_dict(fixed.state_dict())
+    image = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(fixed(image).logits, dynamic(image).logits, atol=1e-5)
+        assert dynamic(torch.randn(1, 3, 160, 96)).logits.shape == (1, 3, 160, 96)

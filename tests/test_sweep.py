@@ -138,3 +138,12 @@ def test_a_two_trial_local_sweep_runs_fits_and_ranks_them(tmp_path, monkeypatch,
         assert lr == pytest.approx(trial.params["model.init_args.optimizer.init_args.lr"])
     assert "best trials of sweep learning_rate (2 complete, 0 failed" in printed
     assert not (Path(REPO) / "runs" / "sweeps").exists()
+
+
+def test_msccl_sweep_finds_the_sweeps_configs_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # conf/synthetic.yaml does not exist from here
+    sweep_file = str(REPO / "conf" / "sweeps" / "learning_rate.yaml")
+    assert main([sweep_file, "--count", "1", "--dry-run", "--config", "mine.yaml"]) == 0
+    printed = capsys.readouterr().out
+    assert f"--config {REPO / 'conf' / 'synthetic.yaml'} " in printed
+    assert "--config mine.yaml" in printed  # the user's own arguments stay as given

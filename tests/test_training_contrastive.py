@@ -120,3 +120,20 @@ def test_schedule_drives_the_logged_weight_and_its_state_travels_in_the_checkpoi
         trainer(6, ContrastiveWeightSchedule(start_step=5)).fit(
             _module(), data, ckpt_path=checkpoint, weights_only=False
         )
+
+
+@pytest.mark.parametrize(("scale_weights", "expected"), [(None, [1.0, 0.7]), ([1.0, 0.5], [1.0, 0.5])])
+def test_scale_weights_follow_the_taps_and_a_given_list_must_match_them(scale_weights, expected):
+    """docs/method.md A4: the default follows the network's taps (the paper's first S weights); a list of
+    the wrong length fails when the module is built, naming the setting, not at the first step."""
+
+    def two_taps(num_classes: int) -> FPN:
+        return FPN(num_classes, pyramid_channels=32, segmentation_channels=32, tap_stages=(2, 5))
+
+    def loss(weights):
+        return lambda n, ignore: MSCSContrastiveLoss(n, ignore, scale_weights=weights)
+
+    module = SegmentationModule(two_taps, NUM_CLASSES, contrastive=loss(scale_weights), projection_dim=16)
+    assert module.contrastive_loss.scale_weights_for(len(module.net.taps)) == expected
+    with pytest.raises(ValueError, match="scale_weights has 4 entries but the model gives 2 scales"):
+        SegmentationModule(two_taps, NUM_CLASSES, contrastive=loss([1.0, 0.7, 0.4, 0.1]), projection_dim=16)

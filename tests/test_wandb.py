@@ -5,8 +5,11 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
+from msccl.cli import build_cli
 from msccl.data.synthetic import SyntheticSegmentation
+from msccl.training.run_dir import WANDB_DIR_VARIABLES
 from tests.conftest import REPO, TINY_SYNTHETIC
 
 WANDB_CONFIG = REPO / "conf" / "logging" / "wandb.yaml"
@@ -56,3 +59,28 @@ def test_offline_wandb_run_logs_everything_inside_the_run_directory(tmp_path):
     outside = [p for p in work.rglob("*") if p.is_file() and run_dir not in p.parents]
     assert outside == []
     assert [p for p in home.rglob("*") if "wandb" in str(p.relative_to(home)).lower()] == []
+
+
+def test_a_wandb_agent_trial_reports_its_metrics_to_the_sweep_in_the_mode_the_user_set(
+    in_tmp_dir, monkeypatch
+):
+    """`wandb agent` sets the sweep and run ids; conf/synthetic.yaml logs to CSV only, so msccl adds a W&B
+    logger, which joins the agent's run (offline here, as set: no server needed)."""
+    wandb = pytest.importorskip("wandb")
+    agent = {"WANDB_SWEEP_ID": "sweep1234", "WANDB_RUN_ID": "trial5678", "WANDB_PROJECT": "msccl-sweeps"}
+    for name, value in {**agent, "WANDB_MODE": "offline"}.items():
+        monkeypatch.setenv(name, value)
+    for name in WANDB_DIR_VARIABLES:  # msccl points these into the run directory: restored afterwards
+        monkeypatch.delenv(name, raising=False)
+    try:
+        cli = build_cli(["fit", *TINY_SYNTHETIC])
+    finally:
+        wandb.finish()
+    assert [type(logger).__name__ for logger in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]
+    run_dir = in_tmp_dir / "runs" / "synthetic" / "version_0"
+    (offline_run,) = (run_dir / "wandb").glob("offline-run-*-trial5678")  # the agent's run id
+    (history,) = offline_run.glob("run-trial5678.wandb")
+    logged = history.read_bytes()
+    assert b"sweep1234" in logged and b"msccl-sweeps" in logged
+    for key in ("train/loss", "val/mIoU"):
+        assert key.encode() in logged, key

@@ -98,6 +98,9 @@ class SegmentationModule(L.LightningModule):
         # docs/method.md A1: heads are built now from the taps the network announces, and exist only for
         # training: inference (`forward`) and export never run them.
         self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
+        if self.contrastive_loss is not None and self.contrastive_loss.multi_scale:
+            # a scale_weights list of the wrong length stops the run now, not at the first step (A4)
+            self.contrastive_loss.scale_weights_for(len(self.net.taps))
         self.projection_heads = (
             None
             if contrastive is None

@@ -181,10 +181,11 @@ class Sweep:
 
     def command_line(self, values: dict[str, Any], extra: Sequence[str] = ()) -> list[str]:
         """The trial's command, `${args}` expanded as the W&B agent does, `extra` arguments before it
-        (so the sweep's values win); `msccl` runs with this interpreter."""
+        (so the sweep's values win); `msccl` runs with this interpreter, the sweep's configs found from any
+        directory."""
         arguments = self.arguments(values)
         expanded: list[str] = []
-        for word in self.command:
+        for word in self._with_configs_located(self.command):
             if word == "${args}":
                 expanded += [*extra, *arguments]
             elif word == "${args_no_hyphens}":
@@ -198,6 +199,26 @@ class Sweep:
         if expanded and expanded[0] == "msccl":
             expanded[:1] = [sys.executable, "-m", "msccl"]
         return expanded
+
+    def _with_configs_located(self, words: list[str]) -> list[str]:
+        """The sweep's own `--config` files, found from any directory: a relative path that does not exist
+        from here is taken from the first folder above the sweep file that holds it (the repository's
+        root for `conf/sweeps/*.yaml`), so `msccl sweep` runs from anywhere."""
+        located = list(words)
+        for i, word in enumerate(words):
+            if word == "--config" and i + 1 < len(words):
+                located[i + 1] = self._locate(words[i + 1])
+            elif word.startswith("--config="):
+                located[i] = "--config=" + self._locate(word.removeprefix("--config="))
+        return located
+
+    def _locate(self, path: str) -> str:
+        if Path(path).is_absolute() or Path(path).exists():
+            return path
+        for folder in self.file.resolve().parents:
+            if (folder / path).exists():
+                return str(folder / path)
+        return path
 
 
 def proposals(sweep: Sweep, count: int, seed: int = 0) -> list[dict[str, Any]]:
