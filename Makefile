@@ -18,11 +18,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/msccl fit --config conf/synthetic.yaml
 
+# Both cores: two pytest workers (pytest-xdist), each with one torch thread (two threads per worker
+# would oversubscribe the cores); `pytest tests/test_x.py` alone still runs in one process.
+TEST_PARALLEL := -n 2 --dist worksteal
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(TEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(TEST_PARALLEL) -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check msccl tests benchmarks
