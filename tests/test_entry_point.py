@@ -67,7 +67,7 @@ def test_help_lists_every_subcommand_with_one_line_and_version_prints_it(capsys,
     lines = capsys.readouterr().out.splitlines()
     listed = lines[lines.index("commands:") + 1 :]
     commands = {line.split()[0]: line.split(None, 1)[1] for line in listed}
-    assert set(commands) == {*LIGHTNING_COMMANDS, "data", "export", "sweep", "example"}
+    assert set(commands) == {*LIGHTNING_COMMANDS, "data", "export", "sweep", "plot", "example"}
     assert commands["sweep"] == "a W&B sweep file run locally with Optuna"
     assert commands["example"].startswith("Offline defaults of the `msccl` command")  # a new entry shows up
     with pytest.raises(SystemExit) as exit_info:

@@ -72,6 +72,7 @@ def test_a_wandb_agent_trial_reports_its_metrics_to_the_sweep_in_the_mode_the_us
         monkeypatch.setenv(name, value)
     for name in WANDB_DIR_VARIABLES:  # msccl points these into the run directory: restored afterwards
         monkeypatch.delenv(name, raising=False)
+    wandb.teardown()  # W&B settings and a run an earlier in-process test left would be reused
     try:
         cli = build_cli(["fit", *TINY_SYNTHETIC])
     finally:
