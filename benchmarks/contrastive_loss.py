@@ -201,7 +201,9 @@ def main() -> None:
     parser.add_argument(
         "--impls", nargs="+", choices=list(IMPLEMENTATIONS), help="default: baseline msccl (CPU), all (CUDA)"
     )
-    parser.add_argument("--batch", type=int, default=BATCH, help=f"images (default {BATCH}, the issue's)")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH, help=f"images (default {BATCH}, docs/method.md B8)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "REGIME"), help=argparse.SUPPRESS)
     args = parser.parse_args()

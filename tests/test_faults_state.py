@@ -110,7 +110,7 @@ def _checkpoint_tensors(value, key: str = ""):
 
 
 def test_a_diverging_learning_rate_through_the_cli_writes_no_nonfinite_checkpoint(in_tmp_dir):
-    # the reproduction, without warm-up so that it diverges within TINY's three steps: the
+    # a learning rate that diverges, without warm-up so that it diverges within TINY's three steps: the
     # weights blow up (finite), the next forward fills BatchNorm's running statistics with NaN
     lr = ["--model.init_args.optimizer.init_args.lr=1e6", "--model.init_args.warmup_steps=0"]
     with pytest.warns(UserWarning, match="optimiser step skipped"):
