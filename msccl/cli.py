@@ -204,8 +204,13 @@ class MscclCLI(LightningCLI):
             self._check_classes_match_the_data()
 
     def _run_subcommand(self, subcommand: str) -> None:
-        with self._discard_new_run_dir_on_failure():
-            super()._run_subcommand(subcommand)
+        try:
+            with self._discard_new_run_dir_on_failure():
+                super()._run_subcommand(subcommand)
+        finally:  # on every way out: Lightning's teardown may have reinstated the run's signal handlers
+            for callback in self.trainer.callbacks:
+                if isinstance(callback, InterruptCheckpoint):
+                    callback.disarm()
 
     @contextmanager
     def _discard_new_run_dir_on_failure(self) -> Iterator[None]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -54,3 +56,28 @@ def in_tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in a fresh directory: configs write their run directories relative to it."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def default_sigint():
+    """Python's own Ctrl-C handler (KeyboardInterrupt) for the test, whatever the suite started with: a
+    suite started in the background by a non-interactive shell (`(make test &)`) inherits SIGINT ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--shuffle",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="run the tests in an order shuffled with SEED (no test may depend on another's leftovers)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    seed = config.getoption("--shuffle")
+    if seed is not None:
+        random.Random(seed).shuffle(items)

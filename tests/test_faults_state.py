@@ -206,7 +206,9 @@ def _assert_resumed_exactly(expected: dict, run: Path) -> None:
     assert actual["lr_schedulers"] == expected["lr_schedulers"]
 
 
-def test_ctrl_c_saves_at_the_step_boundary_exits_130_and_prints_the_resume_command(tmp_path, capfd):
+def test_ctrl_c_saves_at_the_step_boundary_exits_130_and_prints_the_resume_command(
+    tmp_path, capfd, default_sigint
+):
     # resuming from this checkpoint is checked with SIGTERM below: the save is the same
     run = tmp_path / "run"
     interrupt = [f"--trainer.callbacks+={__name__}.SignalAtStep", "--trainer.callbacks.step=1"]
@@ -266,3 +268,25 @@ def test_sigterm_to_msccl_fit_saves_exits_143_and_the_printed_command_resumes_ex
     build_cli(["fit", *SHORT, "--run_dir=uninterrupted"])
     expected = torch.load(in_tmp_dir / "uninterrupted" / "checkpoints" / "last.ckpt", weights_only=False)
     _assert_resumed_exactly(expected, run)
+
+
+class FailAtStep(Callback):
+    """Raises a plain error once optimiser step `step` is done, as a broken callback or data would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"failed at step {self.step}")
+
+
+def test_after_a_fit_that_failed_mid_training_ctrl_c_interrupts_at_once(tmp_path, default_sigint):
+    handler = signal.getsignal(signal.SIGINT)
+    failing = [f"--trainer.callbacks+={__name__}.FailAtStep", "--trainer.callbacks.step=1"]
+    with pytest.raises(RuntimeError, match="failed at step 1"):
+        build_cli(["fit", *SHORT, *failing, f"--run_dir={tmp_path / 'run'}"])
+    assert signal.getsignal(signal.SIGINT) is handler  # the dead run's handler is gone
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)

@@ -270,21 +270,27 @@ class InterruptCheckpoint(Callback):
     def on_train_start(self, trainer, pl_module) -> None:
         self._take_back_sigterm()
 
-    def _disarm(self) -> None:
-        if self._owner_pid is None:
-            return
+    def disarm(self) -> None:
+        """Put back the handlers found at setup wherever this callback's handler is still installed.
+
+        Called at teardown and on an exception, and again by msccl's CLI after the whole run: Lightning's
+        own teardown reinstates the handlers it found when training started, which are this callback's.
+        """
         self._owner_pid = None
+        if threading.current_thread() is not threading.main_thread():
+            return
         for signum, handler in self._previous_handlers.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) == self._on_signal:
+                signal.signal(signum, handler)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
         if self._owner_pid is not None and self._signal is not None and trainer.is_global_zero:
             name = signal.Signals(self._signal).name
             print(f"msccl: {name} came after the last training step: the run finished", file=sys.stderr)
-        self._disarm()
+        self.disarm()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._disarm()
+        self.disarm()
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._owner_pid is None:  # disarmed, yet reinstated by Lightning's teardown: act as before fit
