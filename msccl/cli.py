@@ -9,7 +9,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class MscclCLI(LightningCLI):
     run_dir: Path | None = None
     command_line: list[str] | None = None
     _created_run_dir: bool = False
+    _new_folders: list[Path] = []  # parents of the run directory that did not exist before it
     _given_ckpt_path: str | None = None
     _checkpoint_classes: int | None = None
     _given_num_classes: int | None = None
@@ -196,6 +197,8 @@ class MscclCLI(LightningCLI):
             if Path(ckpt_path).parent.name == "checkpoints":
                 run_dir = str(Path(ckpt_path).parents[1])
         resume = self.subcommand == "fit" and ckpt_path is not None and run_dir is not None
+        folders = [Path(run_dir).parent if run_dir is not None else runs_root(config.trainer)]
+        self._new_folders = [folder for folder in [*folders, *folders[0].parents] if not folder.exists()]
         self.run_dir, self._created_run_dir = configure_run_dir(config, run_dir, resume)
 
     def instantiate_classes(self) -> None:
@@ -225,6 +228,9 @@ class MscclCLI(LightningCLI):
             if self._created_run_dir and run_dir is not None and not stepped:
                 if not any((run_dir / "checkpoints").glob("*.ckpt")):
                     shutil.rmtree(run_dir, ignore_errors=True)
+                    for folder in self._new_folders:  # runs/<name>/ and above, if this run made them
+                        with suppress(OSError):  # not empty: another run is in it
+                            folder.rmdir()
             raise
 
     def after_instantiate_classes(self) -> None:

@@ -156,6 +156,17 @@ def test_settings_given_with_a_checkpoint_are_applied_and_recorded_or_refused(
 
 
 # ---- clear errors, nothing left behind -------------------------------------------------------------------
+def test_a_refused_checkpoint_in_a_fresh_folder_leaves_no_runs_folder(trained_run, in_tmp_dir, capsys):
+    last = shutil.copy2(trained_run / "checkpoints" / "last.ckpt", in_tmp_dir / "eight_classes.ckpt")
+    four_classes = ["--data.init_args.num_classes=4", f"--ckpt_path={last}"]
+    message = _one_line_error(capsys, ["fit", *TINY_SYNTHETIC, *four_classes])
+    assert "8 classes" in message and "has 4" in message
+    assert sorted(p.name for p in in_tmp_dir.iterdir()) == ["eight_classes.ckpt"]  # no empty runs/synthetic/
+    (in_tmp_dir / "runs" / "synthetic" / "version_7").mkdir(parents=True)  # another run's folder stays
+    _one_line_error(capsys, ["fit", *TINY_SYNTHETIC, *four_classes])
+    assert _runs(in_tmp_dir) == ["version_7"]
+
+
 def _truncated(last: Path, folder: Path) -> Path:
     path = folder / "truncated.ckpt"
     path.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
