@@ -3,6 +3,7 @@ one line naming the setting or file, with a non-zero exit and no stray run direc
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import threading
@@ -15,7 +16,14 @@ import yaml
 from jsonargparse import Namespace
 
 from msccl.cli import build_cli, main
-from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from msccl.training.checkpoint import (
+    SEAL,
+    AtomicCheckpointIO,
+    CheckpointError,
+    load_checkpoint,
+    save_sealed,
+    verify_checkpoint,
+)
 from msccl.training.run_dir import configure_run_dir
 from tests.conftest import REPO, TINY_SYNTHETIC
 
@@ -241,6 +249,47 @@ def test_debug_shows_the_traceback_instead(in_tmp_dir):
 def test_a_checkpoint_altered_after_saving_is_refused_though_torch_loads_it(trained_run, tmp_path):
     altered = _altered(trained_run / "checkpoints" / "last.ckpt", tmp_path)
     torch.load(altered, weights_only=True)  # torch alone does not notice
-    with pytest.raises(CheckpointError, match="altered or damaged"):
+    with pytest.raises(CheckpointError, match="altered, damaged"):
         load_checkpoint(altered)
     load_checkpoint(trained_run / "checkpoints" / "last.ckpt")  # the original passes
+
+
+class _RecordingFile(io.BytesIO):
+    """Keeps the file's content after every write: the states a kill during the save can leave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: list[bytes] = []
+
+    def write(self, data) -> int:
+        written = super().write(data)
+        self.states.append(self.getvalue())
+        return written
+
+
+def test_no_state_of_an_interrupted_save_loads_and_every_complete_checkpoint_has_its_digest(tmp_path):
+    file = _RecordingFile()
+    save_sealed({"state_dict": {"w": torch.arange(40.0)}, "step": 1}, file)
+    sealed = file.getvalue()
+    assert zipfile.ZipFile(io.BytesIO(sealed)).comment.startswith(SEAL)
+    # written front to back: each state on disk is a prefix of the sealed file (torch's end record is held
+    # back until the seal), so a file that is a complete zip without its digest never exists
+    assert all(sealed.startswith(state) for state in file.states)
+    path = tmp_path / "partial.ckpt"
+    for end in range(len(sealed)):  # a kill can cut the file at any byte
+        path.write_bytes(sealed[:end])
+        with pytest.raises(CheckpointError, match="truncated|cut short"):
+            verify_checkpoint(path)
+    path.write_bytes(sealed)
+    assert load_checkpoint(path)["step"] == 1
+
+
+def test_msccl_export_refuses_an_altered_checkpoint_in_one_line(trained_run, tmp_path, capsys):
+    altered = _altered(trained_run / "checkpoints" / "last.ckpt", tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", f"--ckpt_path={altered}", f"--output={tmp_path / 'model.pt'}", "--format", "onnx"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("msccl export: error: checkpoint") and "altered" in err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "model.pt").exists()

@@ -278,7 +278,13 @@ def main(argv: list[str]) -> int:
     if args.size_divisor is not None and args.size_divisor < 1:
         parser.error(f"--size_divisor must be >= 1, got {args.size_divisor}")
     from msccl.training import SegmentationModule  # Lightning is imported only when exporting a checkpoint
+    from msccl.training.checkpoint import CheckpointError, verify_checkpoint
 
+    try:
+        verify_checkpoint(ckpt)  # as every other loader does: a damaged or cut-short file is refused
+    except CheckpointError as error:
+        print(f"msccl export: error: {error}", file=sys.stderr)
+        return 1
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu")
     net = module.net
     size_divisor = args.size_divisor or module.evaluation.size_divisor

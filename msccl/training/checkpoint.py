@@ -5,6 +5,11 @@ A killed or diverged job keeps its last good checkpoint (atomic rename; no check
 tensor is written). Each checkpoint also holds a SHA-256 digest of its own bytes, so a file altered or
 damaged after it was written is refused with one line instead of loading (torch's zip reader does not
 check its CRCs): `load_checkpoint` / `verify_checkpoint`.
+
+The digest is the zip file's comment, written with the zip's end record as the file's last bytes: torch's
+end record is held back while torch writes, so until the seal is on disk the file has no end record and
+is no zip at all. Every state a killed save can leave is a prefix of the sealed file, and none of them
+loads (`verify_checkpoint` refuses each): there is no complete checkpoint without its digest.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import socket
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_warn
 
-__all__ = ["AtomicCheckpointIO", "CheckpointError", "load_checkpoint", "verify_checkpoint"]
+__all__ = ["AtomicCheckpointIO", "CheckpointError", "load_checkpoint", "save_sealed", "verify_checkpoint"]
 
-DIGEST_RECORD = "msccl.sha256"
-"""Zip record (next to torch's `data.pkl`) holding the SHA-256 of every byte before it."""
+SEAL = b"msccl-sha256:"
+"""Start of the zip comment of a checkpoint msccl wrote; then the hex SHA-256 of every byte before the
+comment (torch's records, the central directory, and the end record with the comment's length)."""
+_END_RECORD = 22  # bytes of a zip's end-of-central-directory record without comment
 
 
 class CheckpointError(ValueError):
@@ -39,10 +46,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A rename within one file system is atomic, so `last.ckpt` is at every moment either the previous or
     the new complete checkpoint. (Lightning's default writes through an fsspec transaction whose temporary
     file lives in the system temp folder: moving it onto another file system, e.g. a cluster's shared
-    disk, is a copy that a kill can interrupt.) Before the rename the file gets its digest record
-    (`DIGEST_RECORD`), which `load_checkpoint` checks. The temporary file is named after this machine and
-    process; a save deletes only those of dead processes of this machine. Remote paths (`s3://...`) use
-    Lightning's default, without digest.
+    disk, is a copy that a kill can interrupt.) The file is sealed with its digest as it is written
+    (`save_sealed`), before the rename; `load_checkpoint` checks it. The temporary file is named after
+    this machine and process; a save deletes only those of dead processes of this machine. Remote paths
+    (`s3://...`) use Lightning's default, without digest.
 
     A checkpoint holding a NaN or infinite tensor (weights, buffers, optimiser state, or a NaN in the
     callbacks' states, where an infinity means "no score yet") is not written: a warning names the
@@ -72,9 +79,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         temporary = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         try:
             with open(temporary, "wb") as file:
-                torch.save(checkpoint, file)
-            _append_digest(temporary)
-            with open(temporary, "rb+") as file:
+                save_sealed(checkpoint, file)
+                file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
         finally:
@@ -122,32 +128,68 @@ def _sha256_of_prefix(path: Path, end: int) -> str:
     return digest.hexdigest()
 
 
-def _append_digest(path: Path) -> None:
-    """Add the record `DIGEST_RECORD` to torch's zip: the SHA-256 of every byte before it (all of torch's
-    records; the zip directory after it is rewritten and checked by the zip reader itself)."""
-    with zipfile.ZipFile(path, "a") as archive:
-        prefix = archive.namelist()[0].split("/")[0]
-        archive.writestr(f"{prefix}/{DIGEST_RECORD}", _sha256_of_prefix(path, archive.start_dir))
+class _Sealing:
+    """A binary file that hashes what it writes and holds back the last `_END_RECORD` bytes (the zip end
+    record torch writes last) until `seal`."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.digest, self.held = file, hashlib.sha256(), b""
+
+    def write(self, data: bytes) -> int:
+        given = bytes(data)
+        pending = self.held + given
+        body, self.held = pending[: len(pending) - _END_RECORD], pending[len(pending) - _END_RECORD :]
+        self.file.write(body)
+        self.digest.update(body)
+        return len(given)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def seal(self) -> None:
+        end = self.held
+        if len(end) != _END_RECORD or not end.startswith(b"PK\x05\x06") or end[20:] != b"\0\0":
+            raise RuntimeError(
+                "torch.save did not end with a plain zip end record: cannot seal the checkpoint"
+            )
+        end = end[:20] + (len(SEAL) + 64).to_bytes(2, "little")  # the comment's length
+        self.digest.update(end)
+        self.file.write(end + SEAL + self.digest.hexdigest().encode())
+
+
+def save_sealed(checkpoint: dict[str, Any], file: BinaryIO) -> None:
+    """`torch.save(checkpoint, file)` with its digest as the zip's comment, in the file's last write."""
+    sealing = _Sealing(file)
+    torch.save(checkpoint, sealing)
+    sealing.seal()
 
 
 def verify_checkpoint(path: str | Path) -> None:
     """Raise `CheckpointError` (one line naming the file) unless `path` is a complete torch zip file whose
-    stored digest matches its bytes. A checkpoint without a digest (written elsewhere) passes unchecked."""
+    stored digest matches its bytes. A checkpoint without a digest (written elsewhere, e.g. by Lightning
+    alone) passes unchecked: msccl leaves no complete file without one."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: check --ckpt_path")
     try:
         with zipfile.ZipFile(path) as archive:
-            records = [info for info in archive.infolist() if info.filename.endswith(f"/{DIGEST_RECORD}")]
-            stored = archive.read(records[0]).decode() if records else None
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as error:
+            comment = archive.comment
+    except (zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(
             f"checkpoint {path} is truncated or not a checkpoint ({error}): use another checkpoint"
         ) from None
-    if stored is not None and stored != _sha256_of_prefix(path, records[0].header_offset):
+    end = path.stat().st_size - len(comment)  # the comment follows the end record, whose last 2 bytes
+    with open(path, "rb") as file:  # give its length (the zip reader accepts a comment cut short)
+        file.seek(end - 2)
+        declared = int.from_bytes(file.read(2), "little")
+    if declared != len(comment):
+        raise CheckpointError(f"checkpoint {path} is cut short (its zip comment is): use another checkpoint")
+    if not comment.startswith(SEAL):
+        return
+    if comment[len(SEAL) :].decode(errors="replace") != _sha256_of_prefix(path, end):
         raise CheckpointError(
-            f"checkpoint {path} was altered or damaged after it was saved (its SHA-256 digest does not "
-            "match): use another checkpoint"
+            f"checkpoint {path} was altered, damaged or cut short after it was saved (its SHA-256 digest "
+            "does not match): use another checkpoint"
         )
 
 
