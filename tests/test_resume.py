@@ -88,12 +88,12 @@ def test_training_order_and_augmentation_depend_only_on_seed_and_epoch():
     assert all(torch.equal(x, y) for x, y in zip(first, epoch_batches(b, 1), strict=True))
     assert not all(torch.equal(x, y) for x, y in zip(first, epoch_batches(a, 2), strict=True))
     # resuming after two batches of epoch 1 hands out exactly the remaining batches
-    a.load_state_dict({"epoch": 1, "batches": 2})
+    a.load_state_dict({"epoch": 1, "samples": 4, "batch_size": 2, "processes": 1})
     rest = [batch["image"] for batch in a]
     assert len(rest) == 2 and all(torch.equal(x, y) for x, y in zip(rest, first[2:], strict=True))
-    assert a.state_dict() == {"epoch": 1, "batches": 4}
+    assert a.state_dict() == {"epoch": 1, "samples": 8, "batch_size": 2, "processes": 1}
     # a checkpoint taken at the end of an epoch resumes at the start of the next one
-    a.load_state_dict({"epoch": 1, "batches": 4})
+    a.load_state_dict({"epoch": 1, "samples": 8, "batch_size": 2, "processes": 1})
     assert a.sampler.epoch == 2 and a.sampler.start == 0
     # workers do not change the batches: every sample's augmentation has its own seed
     with_workers = ResumableDataLoader(data.datasets["train"], 2, seed=7, num_workers=2)
@@ -135,3 +135,26 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, mon
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
     io.save_checkpoint({"step": 3}, path)
     assert torch.load(path, weights_only=True) == {"step": 3}
+
+
+def test_a_one_process_position_resumes_on_two_processes_at_the_next_unseen_samples():
+    data = SyntheticDataModule(num_classes=4, image_size=16, num_train=12, batch_size=4)
+    data.setup("fit")
+    one = ResumableDataLoader(data.datasets["train"], 4, seed=7)
+    names = [batch["name"] for batch in one]  # epoch 0 on one process: 3 batches of 4
+    saved = {"epoch": 0, "samples": 4, "batch_size": 4, "processes": 1}
+    ranks = [ResumableDataLoader(data.datasets["train"], 2, seed=7, num_replicas=2, rank=r) for r in (0, 1)]
+    for loader in ranks:
+        loader.load_state_dict(saved)  # 2 per batch x 2 processes: the same 4 samples per step
+    shares = [[batch["name"] for batch in loader] for loader in ranks]
+    # rank r takes positions 4 + r, 6 + r, ...: together each step is the one-process run's next batch
+    for step, expected in enumerate(names[1:]):
+        assert sorted([*shares[0][step], *shares[1][step]]) == sorted(expected)
+    assert shares[0][0] == [names[1][0], names[1][2]] and shares[1][0] == [names[1][1], names[1][3]]
+    assert ranks[0].state_dict() == {"epoch": 0, "samples": 12, "batch_size": 2, "processes": 2}
+
+    other = ResumableDataLoader(data.datasets["train"], 8, seed=7)
+    with pytest.raises(ValueError, match=r"data.init_args.batch_size=8.*batch_size x processes = 4"):
+        other.load_state_dict(saved)  # mid-epoch with 8 per step: refused, naming the setting
+    other.load_state_dict({**saved, "samples": 12})  # at the epoch's end: any size, the next epoch
+    assert other.sampler.epoch == 1 and other.sampler.start == 0

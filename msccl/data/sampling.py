@@ -13,8 +13,17 @@ than the interrupted one would have. Here
   it is split across DDP ranks like `DistributedSampler` splits (Lightning keeps that sampler as is);
 - each sample's albumentations pipeline is seeded from (seed, e, position in the epoch): every repeat
   of an image is augmented differently, the same whichever worker or rank loads it;
-- the loader counts the batches it has handed out in the epoch; that position travels in checkpoints,
-  and a resumed epoch skips the batches already trained on.
+- the loader counts the batches it has handed out in the epoch; that position travels in checkpoints in
+  samples of the epoch's order (batches x batch size x processes), and a resumed epoch continues at the
+  next unseen sample.
+
+What may change between a save and a resume: the batch size and the number of processes, so long as
+their product (the samples of one step of all ranks together, before accumulation) stays the same when
+the checkpoint is mid-epoch: then every rank continues exactly at the next unseen sample, rank r taking
+positions `samples + r`, `samples + r + processes`, ... (the one order of the epoch, split anew), each
+sample with its own augmentation seed, and one line says so. Other sizes are refused mid-epoch, naming
+the settings (Lightning counts the epoch's batches, and would count the old ones in the new size); a
+checkpoint at an epoch's end starts the next epoch with any sizes.
 Transforms must draw from their albumentations generators (`self.random_generator`, `self.py_random`),
 as albumentations' own transforms do; one that uses numpy's or Python's global generator is not
 reproducible.
@@ -30,6 +39,7 @@ import albumentations as A
 import numpy as np
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from msccl.data.transforms import seed_pipeline
@@ -89,7 +99,8 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
 
 class EpochSampler(DistributedSampler):
     """This rank's share of epoch e's order (`set_epoch(e)`), each index paired with its augmentation
-    seed, starting `start` samples into the share (then from the beginning again).
+    seed, starting `start` samples into the epoch's order (all ranks' shares together; then from the
+    beginning again).
 
     The order is a permutation drawn from (seed, e), or the list `order` (e.g. a `RepeatFactorSampler`)
     gives for epoch e. Like `DistributedSampler`, the list is padded with its first indices to equal
@@ -128,7 +139,7 @@ class EpochSampler(DistributedSampler):
         padding = self.total_size - len(order)
         order += (order * math.ceil(padding / len(order)))[:padding] if padding > 0 else []
         start, self.start = self.start, 0
-        for position in range(self.rank + start * self.num_replicas, self.total_size, self.num_replicas):
+        for position in range(start + self.rank, self.total_size, self.num_replicas):
             yield order[position], sample_seed(self.seed, self.epoch, position)
 
 
@@ -152,10 +163,11 @@ class SeededTransforms(Dataset):
 class ResumableDataLoader(DataLoader):
     """The training loader: (seed, epoch)-determined batches and augmentations, resumable mid-epoch.
 
-    `state_dict()` = {"epoch", "batches"} (batches handed out in that epoch); `load_state_dict` makes
-    the next iteration continue from there. Lightning saves and restores it with the fit loop (and
-    `SegmentationDataModule` through its own state, see there). The last incomplete batch is dropped: a
-    batch of one breaks BatchNorm in training.
+    `state_dict()` = {"epoch", "samples" (of the epoch's order handed out, all ranks together),
+    "batch_size", "processes"}; `load_state_dict` makes the next iteration continue from there, or
+    refuses a mid-epoch position that other sizes cannot continue (module docstring). Lightning saves and
+    restores it with the fit loop (and `SegmentationDataModule` through its own state, see there). The last
+    incomplete batch is dropped: a batch of one breaks BatchNorm in training.
     """
 
     def __init__(
@@ -166,11 +178,14 @@ class ResumableDataLoader(DataLoader):
         order: Sampler[int] | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
+        """`num_replicas` and `rank` default to the process group's (see `EpochSampler`)."""
         super().__init__(
             SeededTransforms(dataset),
             batch_size=batch_size,
-            sampler=EpochSampler(dataset, seed=seed, order=order),
+            sampler=EpochSampler(dataset, seed=seed, order=order, num_replicas=num_replicas, rank=rank),
             drop_last=True,
             num_workers=num_workers,
             pin_memory=pin_memory,
@@ -182,18 +197,51 @@ class ResumableDataLoader(DataLoader):
         self.batches = 0
 
     def __iter__(self) -> Iterator[Any]:
-        self.batches = self.sampler.start // self.batch_size
+        self.batches = self.sampler.start // self._samples_per_batch
         for batch in super().__iter__():
             self.batches += 1
             yield batch
 
+    @property
+    def _samples_per_batch(self) -> int:
+        """Samples of the epoch's order one batch of every rank takes together."""
+        return self.batch_size * self.sampler.num_replicas
+
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.sampler.epoch, "batches": self.batches}
+        return {
+            "epoch": self.sampler.epoch,
+            "samples": self.batches * self._samples_per_batch,
+            "batch_size": self.batch_size,
+            "processes": self.sampler.num_replicas,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        epoch, batches = state_dict["epoch"], state_dict["batches"]
-        if batches >= len(self):  # saved at the end of an epoch: the next one starts afresh
-            epoch, batches = epoch + 1, 0
+        epoch, samples = state_dict["epoch"], state_dict["samples"]
+        saved = (state_dict["batch_size"], state_dict["processes"])
+        now = (self.batch_size, self.sampler.num_replicas)
+        length = len(self.sampler.order if self.sampler.order is not None else self.sampler.dataset)
+        if samples >= _epoch_samples(length, *saved):
+            epoch, samples = epoch + 1, 0  # saved at the end of an epoch: the next one starts afresh
+        elif samples and saved != now:
+            if saved[0] * saved[1] != now[0] * now[1]:
+                raise ValueError(
+                    f"the checkpoint stopped {samples} samples into epoch {epoch} with "
+                    f"batch_size={saved[0]} on {saved[1]} processes ({saved[0] * saved[1]} samples per step "
+                    f"of all ranks); this run has data.init_args.batch_size={now[0]} on {now[1]} "
+                    "(trainer.devices x num_nodes): "
+                    f"keep batch_size x processes = {saved[0] * saved[1]}, or resume from a checkpoint saved "
+                    "at the end of an epoch"
+                )
+            rank_zero_info(
+                f"msccl: resuming epoch {epoch} at sample {samples} of its order, with "
+                f"batch_size={now[0]} on {now[1]} processes (saved with {saved[0]} on {saved[1]}): the same "
+                "samples per step"
+            )
         self.sampler.set_epoch(epoch)
-        self.sampler.start = batches * self.batch_size
-        self.batches = batches
+        self.sampler.start = samples
+        self.batches = samples // self._samples_per_batch
+
+
+def _epoch_samples(length: int, batch_size: int, processes: int) -> int:
+    """Samples of an epoch order of `length` (padded to equal shares) that full batches of all ranks take."""
+    return math.ceil(length / processes) // batch_size * batch_size * processes
