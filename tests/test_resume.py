@@ -158,3 +158,14 @@ def test_a_one_process_position_resumes_on_two_processes_at_the_next_unseen_samp
         other.load_state_dict(saved)  # mid-epoch with 8 per step: refused, naming the setting
     other.load_state_dict({**saved, "samples": 12})  # at the epoch's end: any size, the next epoch
     assert other.sampler.epoch == 1 and other.sampler.start == 0
+
+
+def test_resuming_mid_epoch_with_another_batch_size_is_one_line_naming_it(in_tmp_dir, capsys):
+    from msccl.cli import main
+
+    build_cli(["fit", *TINY_SYNTHETIC, "--trainer.max_steps=1", "--run_dir=a"])  # 1 batch of 4 of 3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *TINY_SYNTHETIC, "--data.init_args.batch_size=8", "--ckpt_path=a/checkpoints/last.ckpt"])
+    assert exit_info.value.code == 1
+    error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("msccl: error:")]
+    assert len(error) == 1 and "4 samples into epoch 0" in error[0] and "batch_size=8" in error[0]
