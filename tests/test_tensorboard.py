@@ -1,4 +1,4 @@
-"""conf/logging/tensorboard.yaml: a tiny fit writes TensorBoard event files into its run directory, offline."""
+"""conf/logging/tensorboard.yaml: a tiny fit writes TensorBoard event files into its run directory."""
 
 from __future__ import annotations
 
