@@ -78,6 +78,7 @@ def test_fit_ends_with_pictures_and_msccl_plot_draws_its_curves(in_tmp_dir):
         "embedding s0: mean cosine similarity",
     }
     assert expected <= titles
+    assert all(panel.ylabel for panel in panels_for(list(metrics))), "every panel says what its y axis is"
     other = in_tmp_dir / "other_run"  # two runs on shared axes
     shutil.copytree(fit.run_dir, other)
     with pytest.raises(SystemExit) as done:
