@@ -68,7 +68,7 @@ _ABSENT = object()
 class MscclCLI(LightningCLI):
     """LightningCLI with msccl's defaults: model and data chosen by `class_path`, data facts linked.
 
-    The number of classes, class names, ignore id and class groups come from the data module, so
+    The number of classes, class names, ignore id, class groups and palette come from the data module, so
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
     `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
@@ -98,7 +98,7 @@ class MscclCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser) -> None:
-        for key in ("num_classes", "class_names", "ignore_index", "class_groups"):
+        for key in ("num_classes", "class_names", "ignore_index", "class_groups", "palette"):
             parser.link_arguments(f"data.{key}", f"model.init_args.{key}", apply_on="instantiate")
         parser.add_lightning_class_args(NonFiniteLossGuard, "nonfinite_loss_guard")
         parser.add_lightning_class_args(RandomStateCheckpoint, "random_state_checkpoint")

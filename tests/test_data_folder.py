@@ -296,4 +296,4 @@ def test_fit_with_repeat_factors_then_predict_with_the_table_palette(in_tmp_dir)
         shown = cv2.cvtColor(cv2.imread(str(output / "overlays" / image.name)), cv2.COLOR_BGR2RGB)
         original = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
         blend = (0.5 * palette[label].astype(np.float32) + 0.5 * original.astype(np.float32)).round()
-        np.testing.assert_array_equal(shown, blend.astype(np.uint8))
+        np.testing.assert_array_equal(shown[:64, :64], blend.astype(np.uint8))  # above its legend

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from msccl.cli import build_cli, main
+from msccl.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
 from msccl.plots.curves import panels_for, read_metrics
 from msccl.plots.figures import confusion_figure, iou_figure, read_confusion_csv
+from msccl.plots.legend import add_legend, present_classes
 from msccl.training.callbacks import EvaluationFigures
 from msccl.training.metrics import SegmentationIoU
 from tests.conftest import TINY_SYNTHETIC, quiet_trainer
@@ -76,6 +78,7 @@ def test_fit_ends_with_pictures_and_msccl_plot_draws_its_curves(in_tmp_dir):
         "embedding s0: mean cosine similarity",
     }
     assert expected <= titles
+    assert all(panel.ylabel for panel in panels_for(list(metrics))), "every panel says what its y axis is"
     other = in_tmp_dir / "other_run"  # two runs on shared axes
     shutil.copytree(fit.run_dir, other)
     with pytest.raises(SystemExit) as done:
@@ -91,3 +94,23 @@ def test_plot_names_a_folder_without_metrics(in_tmp_dir, capsys):
     assert done.value.code == 2
     assert "empty has no metrics.csv" in capsys.readouterr().err
     assert not (in_tmp_dir / "curves.png").exists()
+
+
+def test_the_overlay_legend_names_the_classes_present_in_their_colours():
+    palette = np.array(SYNTHETIC_PALETTE, np.uint8)
+    names = [c.name for c in SYNTHETIC_CLASSES]
+    label = np.full((30, 20), 255, np.uint8)  # ignore: never listed
+    label[:20] = 6
+    label[20:, :5] = 3
+    assert present_classes(label, len(names)) == [6, 3]  # the most pixels first
+    picture = np.zeros((30, 20, 3), np.uint8)
+    shown = add_legend(picture, label, names, palette)
+    assert np.array_equal(shown[:30, :20], picture)  # the image untouched, at the top left
+    assert shown.shape[1] > 20  # widened to fit "square" and "checker"
+    band = shown[30:].reshape(-1, 3)
+    colours = {tuple(c) for c in band.tolist()}
+    assert tuple(palette[6]) in colours and tuple(palette[3]) in colours  # their swatches
+    assert not any(tuple(palette[c]) in colours for c in (0, 1, 2, 4, 5, 7))  # no other class's
+    assert add_legend(picture, np.full((30, 20), 255, np.uint8), names, palette).shape == picture.shape
+    # the synthetic classes share image colours in pairs; their label colours are all distinct
+    assert len(set(SYNTHETIC_PALETTE)) == len(SYNTHETIC_CLASSES)

@@ -8,6 +8,7 @@ from PIL import Image
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
 from msccl.data.base import IGNORE_INDEX, read_label
+from msccl.plots.legend import add_legend
 from msccl.training.prediction import IGNORE_COLOUR
 from tests.conftest import TINY_SYNTHETIC
 
@@ -45,6 +46,7 @@ def test_predict_writes_labels_and_palette_overlays_for_any_image_size(in_tmp_di
     written = _files(in_tmp_dir) - before
     assert all(output in path.parents for path in written)  # nothing outside --output
     palette = np.array(SyntheticDataModule().palette, np.uint8)
+    names = SyntheticDataModule().class_names
     for name, (height, width) in SIZES.items():
         stem = name.rsplit(".", 1)[0]
         with Image.open(output / "labels" / f"{stem}.png") as png:  # a palette PNG of the train ids
@@ -58,7 +60,8 @@ def test_predict_writes_labels_and_palette_overlays_for_any_image_size(in_tmp_di
         shown = cv2.cvtColor(cv2.imread(str(output / "overlays" / f"{stem}.png")), cv2.COLOR_BGR2RGB)
         original = cv2.cvtColor(cv2.imread(str(images / name)), cv2.COLOR_BGR2RGB)
         expected = (0.5 * palette[label].astype(np.float32) + 0.5 * original.astype(np.float32)).round()
-        assert np.array_equal(shown, expected.astype(np.uint8))
+        assert np.array_equal(shown[:height, :width], expected.astype(np.uint8))  # the image, then its legend
+        assert np.array_equal(shown, add_legend(expected.astype(np.uint8), label, names, palette))
     assert (output / "config.yaml").is_file()  # how the predictions were made
 
 

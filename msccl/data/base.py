@@ -32,6 +32,7 @@ __all__ = [
     "pair_files",
     "read_image",
     "read_label",
+    "to_rgb8",
     "to_sample",
 ]
 
@@ -107,11 +108,28 @@ def read_image(path: str | Path) -> np.ndarray:
         if image is None:
             raise DatasetError(f"cannot read image {path}: missing, empty, truncated or not an image")
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return to_rgb8(image, f"image {path}")
+
+
+def to_rgb8(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """RGB uint8 [H, W, 3] of an image array, by `read_image`'s rules (so an array and the file it came
+    from give the same pixels): [H, W] or [H, W, 1] grey replicated, [H, W, 2] grey + alpha and
+    [H, W, 4] RGBA without their alpha, 16-bit values v as round(v / 257). A DatasetError naming `what`
+    for any other shape or sample type."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise DatasetError(
+            f"{what} has shape {tuple(image.shape)}: expected [H, W] or [H, W, 1] grey, [H, W, 2] grey + "
+            "alpha, [H, W, 3] RGB or [H, W, 4] RGBA"
+        )
     if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257), exactly
-    if image.dtype != np.uint8:
-        raise DatasetError(f"image {path} has {image.dtype} pixels: msccl reads 8- or 16-bit images")
-    return image
+        image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)  # round(v / 257), exactly
+    elif image.dtype != np.uint8:
+        raise DatasetError(f"{what} has {image.dtype} pixels: msccl reads 8- or 16-bit images")
+    if image.shape[2] != 3:
+        image = np.repeat(image[..., :1], 3, axis=2) if image.shape[2] < 3 else image[..., :3]
+    return np.ascontiguousarray(image)
 
 
 def read_label(path: str | Path, allow_16_bit: bool = False) -> np.ndarray:

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
-from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
+from msccl.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
 from msccl.progress import progress
 
@@ -145,7 +145,7 @@ class SyntheticDataModule(SegmentationDataModule):
         if not 2 <= num_classes <= len(SYNTHETIC_CLASSES):
             raise ValueError(f"data.num_classes must be in 2..{len(SYNTHETIC_CLASSES)}, got {num_classes}")
         self.class_names = tuple(c.name for c in SYNTHETIC_CLASSES[:num_classes])
-        self.palette = tuple(tuple(int(255 * v) for v in c.colour) for c in SYNTHETIC_CLASSES[:num_classes])
+        self.palette = SYNTHETIC_PALETTE[:num_classes]  # one colour per class (the image colours repeat)
         self.image_size = image_size
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.seed = seed

@@ -460,7 +460,7 @@ def write_example_tree(root: str | Path, num_train: int = 16, num_val: int = 4, 
     """Write the built-in synthetic dataset as a folder dataset under `root` (which must not exist or be
     empty): images/{train,val}/*.png, 8-bit id labels/{train,val}/*.png and its classes.yaml. A tree to
     copy, and the data of the README's "Your own data" walk-through."""
-    from msccl.data.synthetic import SYNTHETIC_CLASSES, SyntheticSegmentation
+    from msccl.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 
     root = Path(root).expanduser()
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
@@ -479,8 +479,7 @@ def write_example_tree(root: str | Path, num_train: int = 16, num_val: int = 4, 
         "ignore_values: [255]",
         "classes:",
     ]
-    palette = distinct_palette(len(SYNTHETIC_CLASSES))  # the synthetic classes share colours in pairs
-    for value, (spec, colour) in enumerate(zip(SYNTHETIC_CLASSES, palette, strict=True)):
+    for value, (spec, colour) in enumerate(zip(SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, strict=True)):
         lines.append(f"  - {{value: {value}, name: {spec.name}, color: {list(colour)}}}")
     (root / CLASSES_FILE).write_text("\n".join(lines) + "\n")
     return root

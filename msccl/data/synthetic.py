@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from msccl.data.base import IGNORE_INDEX, Sample, Transform, to_sample
+from msccl.data.base import IGNORE_INDEX, Sample, Transform, distinct_palette, to_sample
 
-__all__ = ["SyntheticSegmentation", "SYNTHETIC_CLASSES"]
+__all__ = ["SyntheticSegmentation", "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,10 @@ SYNTHETIC_CLASSES: tuple[_SyntheticClass, ...] = (
     _SyntheticClass("square", (0.55, 0.3, 0.75), "flat", shape="square"),
     _SyntheticClass("wire", (0.95, 0.9, 0.3), "flat", shape="wire"),
 )
+
+SYNTHETIC_PALETTE = distinct_palette(len(SYNTHETIC_CLASSES))
+"""The colours that show the synthetic labels (overlays, label PNGs, legends): one per class. Not the
+image colours, which the classes share in pairs by design (checker and speckle, disc and square, ...)."""
 
 
 class SyntheticSegmentation(Dataset):

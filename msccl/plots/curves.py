@@ -68,7 +68,11 @@ def read_metrics(run_dir: str | Path) -> dict[str, Curve]:
     }
 
 
-_LOSS_TERMS = ("train/ce", "train/aux_ce", "train/contrastive")
+_LOSS_TERMS = {
+    "train/ce": "cross-entropy",
+    "train/aux_ce": "auxiliary cross-entropy",
+    "train/contrastive": "contrastive loss",
+}
 _MULTI_SCALE = re.compile(r"train/contrastive/ms/(s\d+)$")
 _CROSS_SCALE = re.compile(r"train/contrastive/cs/(s\d+-s\d+)$")
 _SAME = re.compile(r"train/contrastive/embedding/(s\d+)/same$")
@@ -78,16 +82,23 @@ _CROSS_SAME = re.compile(r"train/contrastive/embedding/(s\d+-s\d+)/same$")
 def panels_for(keys: Sequence[str]) -> list[Panel]:
     """The panels of the quantities present among `keys` (the union over the runs), in a fixed order."""
     present = sorted(set(keys))
-    panels = [Panel("total loss", ("train/loss",))] if "train/loss" in present else []
-    panels += [Panel(key.removeprefix("train/"), (key,)) for key in _LOSS_TERMS if key in present]
+    panels = [Panel("total loss", ("train/loss",), ylabel="loss")] if "train/loss" in present else []
+    panels += [
+        Panel(key.removeprefix("train/"), (key,), ylabel=ylabel)
+        for key, ylabel in _LOSS_TERMS.items()
+        if key in present
+    ]
     for title, pattern in (
         ("contrastive: multi-scale terms", _MULTI_SCALE),
         ("contrastive: cross-scale terms", _CROSS_SCALE),
     ):
         found = [(key, match.group(1)) for key in present if (match := pattern.match(key))]
         if found:
-            panels.append(Panel(title, tuple(k for k, _ in found), names=tuple(n for _, n in found)))
-    panels += [Panel("learning rate", (key,)) for key in present if key.startswith("lr-")]
+            keys, names = tuple(k for k, _ in found), tuple(n for _, n in found)
+            panels.append(Panel(title, keys, ylabel="contrastive loss term", names=names))
+    panels += [
+        Panel("learning rate", (key,), ylabel="learning rate") for key in present if key.startswith("lr-")
+    ]
     if "val/mIoU" in present:
         panels.append(Panel("validation mIoU", ("val/mIoU",), 100.0, "mIoU (%)"))
     for key in present:

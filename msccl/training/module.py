@@ -14,7 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from msccl.contrastive import MSCSContrastiveLoss, ProjectionHeads
-from msccl.data.base import IGNORE_INDEX
+from msccl.data.base import IGNORE_INDEX, distinct_palette
 from msccl.models import NetBuilder, SegmentationOutput
 from msccl.training.evaluation import Evaluation
 from msccl.training.metrics import SegmentationIoU, format_iou_table, group_miou
@@ -56,6 +56,9 @@ class SegmentationModule(L.LightningModule):
             predict (`msccl.training.evaluation.Evaluation`); default: whole image, one scale.
         class_groups: linked from the data module: named groups of class ids whose mean IoU is reported
             too (e.g. CaDIS anatomy / instruments / rare classes).
+        palette: linked from the data module: one RGB colour per class, for overlays and label PNGs; it
+            travels in the checkpoint so that `msccl.Segmenter` draws a run's classes in its colours.
+            Missing or too short (an older checkpoint, a data module without one): `distinct_palette`.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class SegmentationModule(L.LightningModule):
         no_decay_rule: Literal["shape", "official"] = "shape",
         evaluation: Evaluation | None = None,
         class_groups: Mapping[str, Sequence[int]] | None = None,
+        palette: Sequence[tuple[int, int, int]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +125,11 @@ class SegmentationModule(L.LightningModule):
         for name, members in self.class_groups.items():
             if not members or not all(0 <= c < num_classes for c in members):
                 raise ValueError(f"class group {name!r}: ids {list(members)} outside 0..{num_classes - 1}")
+        if palette is None or len(palette) < num_classes:
+            palette = distinct_palette(num_classes)
+        self.palette = tuple(tuple(int(v) for v in colour) for colour in palette[:num_classes])
+        if any(len(colour) != 3 or not all(0 <= v <= 255 for v in colour) for colour in self.palette):
+            raise ValueError(f"palette: expected one [r, g, b] of 0..255 per class, got {list(palette)}")
         self.val_iou = SegmentationIoU(num_classes, ignore_index)
         self.test_iou = SegmentationIoU(num_classes, ignore_index)
         self.last_iou: dict[str, Tensor] = {}

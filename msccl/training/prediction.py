@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -12,7 +11,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
 
-from msccl.data.base import IGNORE_INDEX, distinct_palette, read_image
+from msccl.data.base import IGNORE_INDEX, read_image
+from msccl.plots.legend import add_legend
 
 __all__ = ["IGNORE_COLOUR", "PredictionWriter", "colourise", "overlay", "write_label_png"]
 
@@ -49,7 +49,8 @@ def write_label_png(path: Path, label: np.ndarray, palette: np.ndarray) -> None:
 
 class PredictionWriter(BasePredictionWriter):
     """Writes `labels/<name>.png` (`write_label_png`: palette PNGs of the train ids) and
-    `overlays/<name>.png` (the input blended with the data module's palette) for every readable image.
+    `overlays/<name>.png` (the input blended with the model's palette, which comes from the data, and a
+    legend of the classes it shows: `msccl.plots.legend`) for every readable image.
 
     A file the data could not read (ImageFolder's "unreadable" samples) does not stop the others: it is
     kept in `unreadable` (path -> reason) and listed at the end of the run; `msccl predict` then exits 1.
@@ -64,15 +65,13 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir)
         self.alpha = alpha
         self.palette = np.zeros((0, 3), np.uint8)
+        self.class_names: tuple[str, ...] = ()
         self.written: dict[str, str] = {}
         self.unreadable: dict[str, str] = {}
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        num_classes = pl_module.num_classes
-        palette: Sequence = getattr(trainer.datamodule, "palette", ()) or ()
-        if len(palette) < num_classes:
-            palette = distinct_palette(num_classes)
-        self.palette = np.asarray(palette, np.uint8)[:num_classes]
+        self.palette = np.asarray(pl_module.palette, np.uint8)
+        self.class_names = pl_module.class_names
         for folder in ("labels", "overlays"):
             (self.output_dir / folder).mkdir(parents=True, exist_ok=True)
 
@@ -113,7 +112,9 @@ class PredictionWriter(BasePredictionWriter):
         write_label_png(self.output_dir / "labels" / f"{name}.png", label_map, self.palette)
         if source is not None:
             image = read_image(source)
-            blended = overlay(image, label_map, self.palette, self.alpha)
+            blended = add_legend(
+                overlay(image, label_map, self.palette, self.alpha), label_map, self.class_names, self.palette
+            )
             _write_png(self.output_dir / "overlays" / f"{name}.png", cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
 
 
