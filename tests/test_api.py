@@ -90,7 +90,7 @@ def test_segmenter_refuses_an_altered_checkpoint(trained, tmp_path):
     data = bytearray(checkpoint.read_bytes())
     data[len(data) // 3] ^= 0xFF  # one byte inside the weights
     altered.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="altered or damaged"):
+    with pytest.raises(CheckpointError, match="altered, damaged or cut short"):
         msccl.Segmenter.from_checkpoint(altered)
     with pytest.raises(CheckpointError, match="does not exist"):
         msccl.Segmenter.from_checkpoint(tmp_path / "missing.ckpt")
