@@ -1,4 +1,4 @@
-"""Every `msccl ...` command of README.md and of the `conf/` header comments runs as written, at a tiny size,
+"""Every `msccl ...` command of README.md, of the documentation pages (docs/*.md) and of the `conf/` header comments runs as written, at a tiny size,
 so the documentation cannot rot.
 
 The commands are extracted from the files (code blocks, inline code and comment lines; backslash
@@ -24,7 +24,11 @@ from msccl.cli import main
 from tests.conftest import REPO
 from tests.dataset_trees import ade20k_tree, cadis_tree, cityscapes_tree, pascal_context_tree, write_image
 
-DOCUMENTS = [REPO / "README.md", *sorted((REPO / "conf").rglob("*.yaml"))]
+DOCUMENTS = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "conf").rglob("*.yaml")),
+]
 
 # Placeholders that mark a command as a template, not something to run as written.
 TEMPLATES = ("/X.yaml", "conf/....", "runs/X/", "fit|validate", "<best>", "=...", "<cwd>", "RUN_DIR [")
