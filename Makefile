@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast lint format docs clean
 
 # Reinstall only when pyproject.toml or constraints.txt changed since the last install; the constraints
 # file holds the exact versions tested together (pyproject.toml only the ranges).
@@ -36,5 +36,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix msccl tests benchmarks
 	$(BIN)/ruff format msccl tests benchmarks
 
+# The documentation site (mkdocs.yml) into site/; --strict fails on any warning: a broken link or anchor,
+# a page missing from the nav, a docstring that does not match its signature. NO_MKDOCS_2_WARNING
+# silences Material's banner about MkDocs 2.0, printed on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf runs lightning_logs wandb .pytest_cache .ruff_cache
+	rm -rf runs lightning_logs wandb site .pytest_cache .ruff_cache

@@ -152,7 +152,9 @@ class CaDIS(FileDataModule):
 
     Args:
         task: 1 (8 classes), 2 (17) or 3 (25).
-        train_videos / val_videos / test_videos: video numbers of each split (docs/method.md C1 by default).
+        train_videos: video numbers of the training split (docs/method.md C1 by default).
+        val_videos: video numbers of the validation split.
+        test_videos: video numbers of the test split.
     """
 
     dataset_class = CaDISSegmentation
