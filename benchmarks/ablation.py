@@ -53,7 +53,7 @@ DEFAULT_BUDGET = [
     "--data.init_args.num_val=64",
 ]
 """The shared budget: 8 epochs of 256 images of 128x128 (256 steps of batch 8), validation on 64 images
-after every epoch; see the README for its measured time."""
+after every epoch; see docs/results.md for its measured time."""
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 

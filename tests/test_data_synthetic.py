@@ -63,7 +63,7 @@ def test_bad_class_count_is_rejected():
 
 
 def test_constant_prediction_on_the_demo_validation_split_scores_about_a_tenth():
-    """The floor the README compares the demo against: predicting "background" everywhere."""
+    """The floor docs/getting-started.md compares the demo against: predicting "background" everywhere."""
     data_args = yaml.safe_load(SYNTHETIC_CONFIG.read_text())["data"]["init_args"]
     dm = SyntheticDataModule(**{**data_args, "num_workers": 0})
     dm.setup("fit")
@@ -73,4 +73,4 @@ def test_constant_prediction_on_the_demo_validation_split_scores_about_a_tenth()
     result = metric.compute()
     background_iou = float(result["iou"][0])
     assert 0.7 < background_iou < 0.8 and torch.all(result["iou"][1:] == 0)
-    assert 0.085 < float(result["mIoU"]) < 0.105  # README: 9.6%
+    assert 0.085 < float(result["mIoU"]) < 0.105  # docs/getting-started.md: 9.6%

@@ -86,5 +86,5 @@ def test_a_wandb_agent_trial_reports_its_metrics_to_the_sweep_in_the_mode_the_us
     assert b"sweep1234" in logged and b"msccl-sweeps" in logged
     assert b"train/loss" in logged
     # val/mIoU, the sweeps' metric, is in the run's summary.json; in the W&B file it was seen missing twice
-    # when the suite ran on two busy workers (cause not found yet: README, W&B sweeps)
+    # when the suite ran on two busy workers (cause not found yet: docs/tracking.md, sweeps)
     assert "val/mIoU" in json.loads((run_dir / "summary.json").read_text())

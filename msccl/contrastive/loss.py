@@ -60,7 +60,8 @@ class MSCSContrastiveLoss(nn.Module):
         matmul_precision: inputs of the products of normalised vectors (B2): ``highest`` (float32),
             ``tf32``, ``bf16``, or ``auto``: ``bf16`` when the sampled features arrive in bfloat16 (the
             network ran under bf16 autocast, so bf16 is their own precision), ``highest`` otherwise.
-            Sums, exp and log stay float32; see ``infonce`` and the README for the measured error.
+            Sums, exp and log stay float32; see ``infonce``, and docs/contrastive-loss.md for the measured
+            error.
         kernel: ``auto`` (the fused Triton kernels on CUDA when Triton is installed, else blockwise),
             ``blockwise`` or ``triton`` (see ``infonce``).
 

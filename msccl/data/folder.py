@@ -167,7 +167,7 @@ def read_class_table(root: str | Path) -> ClassTable:
     path = root / CLASSES_FILE
     if not path.is_file():
         raise DatasetError(
-            f"{path} not found: a folder dataset needs a class table (README, 'Your own data'; "
+            f"{path} not found: a folder dataset needs a class table (docs/datasets.md, 'Your own data'; "
             "`msccl data example --root DIR` writes a complete example)"
         )
     try:
@@ -190,7 +190,7 @@ class _ClassTableParser:
 
     def parse(self, document: Any) -> ClassTable:
         if not isinstance(document, dict) or "classes" not in document:
-            raise self.fail("expected a mapping with a `classes:` list (README, 'Your own data')")
+            raise self.fail("expected a mapping with a `classes:` list (docs/datasets.md, 'Your own data')")
         if unknown := sorted(set(document) - set(_TOP_KEYS)):
             raise self.fail(f"unknown key {unknown[0]!r} (known: {', '.join(_TOP_KEYS)})")
         label_format = document.get("label_format", "ids")
@@ -459,7 +459,8 @@ class FolderSegmentation(FileDataModule):
 def write_example_tree(root: str | Path, num_train: int = 16, num_val: int = 4, image_size: int = 64) -> Path:
     """Write the built-in synthetic dataset as a folder dataset under `root` (which must not exist or be
     empty): images/{train,val}/*.png, 8-bit id labels/{train,val}/*.png and its classes.yaml. A tree to
-    copy, and the data of the README's "Your own data" walk-through."""
+    copy, and the data of the "Your own data" walk-through
+    (docs/datasets.md)."""
     from msccl.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
 
     root = Path(root).expanduser()
