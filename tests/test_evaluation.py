@@ -11,7 +11,7 @@ from msccl.data import SyntheticDataModule
 from msccl.models import FPN, SegmentationNet, Tap
 from msccl.training import SegmentationIoU, SegmentationModule
 from msccl.training.evaluation import Evaluation, _scaled_size, window_starts
-from tests.conftest import TINY_SYNTHETIC, quiet_trainer
+from tests.conftest import REPO, TINY_SYNTHETIC, quiet_trainer
 
 NUM_CLASSES = 3
 BIAS = 12.0  # pushes class 0 above the correct logit (10) where a model is "wrong"
@@ -220,9 +220,11 @@ class _CountingConvNet(nn.Module):
         {"mode": "sliding", "crop": (16, 16), "scales": (0.5, 1.0, 1.25), "flip": True},
         {"mode": "sliding", "crop": (48, 64), "scales": (0.75, 1.5)},  # padded at 0.75, windows at 1.5
         {"scales": (0.5, 1.0, 1.5), "flip": True},
+        {"mode": "sliding", "crop": (16, 16), "stride": (16, 16), "scales": (0.75, 1.0, 1.5), "flip": True,
+         "fusion": "sum_exp", "whole_below_scale": 1.0, "align_corners": True},
     ],
-    ids=["sliding", "sliding-scales-flip", "padded-and-windows", "whole-scales-flip"],
-)
+    ids=["sliding", "sliding-scales-flip", "padded-and-windows", "whole-scales-flip", "official-cityscapes"],
+)  # fmt: skip
 def test_batched_windows_give_the_one_at_a_time_logits(settings):
     net = _CountingConvNet().eval()
     images = torch.randn(2, 3, 36, 44)
@@ -233,10 +235,19 @@ def test_batched_windows_give_the_one_at_a_time_logits(settings):
             net.forwards = net.images = 0
             batched = Evaluation(**settings, window_batch_size=window_batch_size)(net, images)
             torch.testing.assert_close(batched, one_at_a_time, rtol=1e-5, atol=1e-5)
-            assert net.images == 2 * forwards  # every window still seen once, each with the batch's 2 images
+            # every window still seen once, each with the batch's 2 images (and their mirrors: "sum_exp")
+            assert net.images == 2 * (2 if settings.get("fusion") == "sum_exp" else 1) * forwards
             assert net.forwards < forwards
     if settings.get("mode") == "sliding" and len(settings.get("scales", (1.0,))) == 1:
         assert net.forwards == 1  # one size of window: all in one forward
+
+
+def test_the_official_cityscapes_part_validates_a_run_end_to_end(in_tmp_dir):
+    part = REPO / "conf" / "evaluation" / "official_cityscapes.yaml"
+    window = ["--model.init_args.evaluation.crop=[16,16]", "--model.init_args.evaluation.stride=[16,16]"]
+    cli = build_cli(["validate", *TINY_SYNTHETIC, f"--config={part}", *window])
+    assert cli.model.evaluation.fusion == "sum_exp" and cli.model.evaluation.whole_below_scale == 1.0
+    assert 0 <= cli.trainer.callback_metrics["val/mIoU"].item() <= 1
 
 
 def test_window_batch_size_is_checked():
