@@ -372,6 +372,20 @@ def test_official_cityscapes_protocol_stays_finite_where_float32_exp_overflows()
     assert torch.equal(ours.argmax(1), official.argmax(1))
 
 
+def test_scales_below_whole_below_scale_infer_the_whole_image_and_the_others_slide():
+    net = ConvNet().eval()
+    image = torch.randn(1, 3, 32, 40, generator=torch.Generator().manual_seed(3))
+    sliding = dict(mode="sliding", crop=(12, 16), stride=(12, 16), size_divisor=1)
+    with torch.no_grad():
+        for fusion in ("mean_logits", "sum_exp"):
+            mixed = Evaluation(**sliding, scales=(0.5,), whole_below_scale=1.0, fusion=fusion)(net, image)
+            whole = Evaluation(scales=(0.5,), size_divisor=1, fusion=fusion)(net, image)
+            torch.testing.assert_close(mixed, whole)
+            assert not torch.allclose(Evaluation(**sliding, scales=(0.5,), fusion=fusion)(net, image), whole)
+            at_one = Evaluation(**sliding, whole_below_scale=1.0, fusion=fusion)(net, image)
+            torch.testing.assert_close(at_one, Evaluation(**sliding, fusion=fusion)(net, image))
+
+
 def test_evaluation_refuses_whole_below_scale_without_windows_and_an_unknown_fusion():
     with pytest.raises(ValueError, match="whole_below_scale needs mode=sliding"):
         Evaluation(whole_below_scale=1.0)
