@@ -285,14 +285,14 @@ def _bilinear_sources(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """For each of `target` output positions along an axis of length `source`: the lower and upper source
     index and the upper one's weight, as PyTorch's bilinear interpolation computes them."""
-    position = torch.arange(target, dtype=torch.float64, device=like.device)
+    position = torch.arange(target, dtype=torch.float64)  # on the CPU: not every device has float64
     if align_corners:
         position = position * ((source - 1) / (target - 1) if target > 1 else 0.0)
     else:
         position = ((position + 0.5) * (source / target) - 0.5).clamp_min(0)
     low = position.floor().long().clamp_max(source - 1)
     high = (low + 1).clamp_max(source - 1)
-    return low, high, (position - low).to(like.dtype)
+    return low.to(like.device), high.to(like.device), (position - low).to(like.device, like.dtype)
 
 
 _FUSIONS: dict[str, _Fusion] = {
