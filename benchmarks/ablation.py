@@ -1,27 +1,34 @@
-"""Ablation on the synthetic dataset: CE only, CE + multi-scale, CE + multi-scale + cross-scale.
+"""Ablation on the synthetic dataset: CE only against CE + contrastive losses, paired over seeds.
 
-Each variant trains with the same budget (the demo's `conf/synthetic.yaml`, shrunk by `DEFAULT_BUDGET`)
-for several seeds (`seed_everything`: initialisation, training order and augmentation; the images are
-the same). Every run is a normal `msccl fit` in its own run directory `<output>/<variant>/seed_<k>`,
-one after the other in a fresh process. At the end it prints a table of the last validation mIoU
-(mean, standard deviation, min-max over seeds) and the wall time per run, and writes
-`<output>/learning_curves.png` (validation mIoU vs step, mean and min-max band per variant),
-`<output>/results.md` (the table) and `<output>/results.json` (every value).
+Each arm (`ARMS`) trains with the same budget (the demo's `conf/synthetic.yaml`, shrunk by
+`DEFAULT_BUDGET`) for several seeds. A seed fixes the network's initialisation and the training order and
+augmentation (a function of the run's seed and epoch, msccl.data.sampling), the same in every arm, so
+arms are compared seed by seed: for each pair in `PAIRS` whose arms both ran, the mean paired difference,
+its 95% Student-t interval, the paired t-test and the exact Wilcoxon signed-rank test
+(`benchmarks/paired_stats.py`). Every run is a normal `msccl fit` in its own run directory
+`<output>/<arm>/seed_<k>`, one after the other in a fresh process. At the end it prints the arms' table
+(last validation mIoU: mean, standard deviation, min-max, per seed; wall time per run) and the pairs'
+table, and writes `<output>/learning_curves.png` (validation mIoU vs step, mean and min-max band per arm),
+`<output>/paired.png` (each seed's final mIoU per arm, a seed's arms joined by a line), `<output>/results.md`
+(the tables) and `<output>/results.json` (every value).
 
     .venv/bin/python benchmarks/ablation.py                       # 3 seeds: ~30 min on 2 CPU cores
     .venv/bin/python benchmarks/ablation.py --seeds 0 1 2 3 4 --output runs/ablation_5seeds
+    .venv/bin/python benchmarks/ablation.py --layout context      # the context-dependent synthetic set
     .venv/bin/python benchmarks/ablation.py --reuse               # keep finished runs, run the rest
     .venv/bin/python benchmarks/ablation.py --budget --trainer.max_epochs=2   # any fit overrides
 
-The variants differ only in `model.init_args.contrastive`: null (CE only); the paper's loss with
-`cross_scale: false` (multi-scale terms only); the paper's loss as configured (both). Checkpoints are
-deleted after each run (`--keep-checkpoints` keeps them): the table needs only `metrics.csv`.
+An arm is a list of `msccl fit` overrides of conf/synthetic.yaml (`--config=<file>` adds a config file).
+Before anything trains, every `class_path` an arm names must be importable and every file it adds must
+exist; otherwise one line says which. Checkpoints are deleted after each run (`--keep-checkpoints` keeps
+them): the tables need only `metrics.csv`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import math
 import os
@@ -36,16 +43,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this checkout's msccl, also when another one is installed
 
-from msccl.plots.curves import Panel, plot_learning_curves  # noqa: E402
+from benchmarks.paired_stats import PairedComparison, compare_paired  # noqa: E402
+from msccl.plots.curves import Panel, plot_learning_curves, plot_paired_seeds  # noqa: E402
 
 CONFIG = ROOT / "conf" / "synthetic.yaml"
 
-VARIANTS: dict[str, list[str]] = {
+ARMS: dict[str, list[str]] = {
     "CE": ["--model.init_args.contrastive=null"],
     "CE + MS": ["--model.init_args.contrastive.init_args.cross_scale=false"],
     "CE + MS + CS": [],
 }
-"""Variant name -> its `msccl fit` overrides of conf/synthetic.yaml (docs/method.md A4 terms on or off)."""
+"""Arm name -> its `msccl fit` overrides of conf/synthetic.yaml (docs/method.md A4 terms on or off). The
+pixel-contrast arms ("CE + PC", "CE + PC + memory") are added with that loss."""
+
+PAIRS: list[tuple[str, str]] = [
+    ("CE", "CE + PC"),
+    ("CE + PC", "CE + PC + memory"),
+    ("CE", "CE + MS"),
+    ("CE + MS", "CE + MS + CS"),
+    ("CE + PC + memory", "CE + MS + CS"),
+]
+"""(baseline, arm) comparisons that matter: does each term add to what it is added to, and does the
+paper's loss beat the pixel-contrast baseline with memory. A pair is reported when both arms ran."""
+
+LAYOUTS: dict[str, list[str]] = {
+    "objects": [],
+    "context": ["--data.init_args.layout=context", "--data.init_args.num_classes=3"],
+}
+"""Synthetic layout -> its overrides (msccl.data.synthetic: "context" needs context beyond a pixel's
+neighbourhood to tell two classes apart)."""
 
 DEFAULT_BUDGET = [
     "--trainer.max_epochs=8",
@@ -60,7 +86,7 @@ QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=
 
 @dataclass
 class Run:
-    variant: str
+    arm: str
     seed: int
     run_dir: str
     wall_seconds: float
@@ -72,8 +98,25 @@ class Run:
         return self.miou[-1]
 
 
-def slug(variant: str) -> str:
-    return variant.lower().replace(" + ", "_").replace(" ", "_")
+def slug(arm: str) -> str:
+    return arm.lower().replace(" + ", "_").replace(" ", "_")
+
+
+def missing_requirements(arm: str) -> list[str]:
+    """What an arm needs that this checkout lacks: classes it names that cannot be imported, config
+    files it adds that do not exist."""
+    missing = []
+    for override in ARMS[arm]:
+        key, _, value = override.partition("=")
+        if key.endswith("class_path") and value:
+            module, _, name = value.rpartition(".")
+            try:
+                getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError):
+                missing.append(f"class {value}")
+        elif key == "--config" and not (ROOT / value).is_file() and not Path(value).is_file():
+            missing.append(f"config file {value}")
+    return missing
 
 
 def validation_curve(metrics_csv: Path) -> tuple[list[int], list[float]]:
@@ -85,7 +128,7 @@ def validation_curve(metrics_csv: Path) -> tuple[list[int], list[float]]:
     return [int(row["step"]) for row in rows], [100 * float(row["val/mIoU"]) for row in rows]
 
 
-def train(variant: str, seed: int, run_dir: Path, budget: list[str], keep_checkpoints: bool) -> Run:
+def train(arm: str, seed: int, run_dir: Path, budget: list[str], keep_checkpoints: bool) -> Run:
     """One `msccl fit` in a fresh process; its output goes to `<run_dir>/output.log`."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -98,7 +141,7 @@ def train(variant: str, seed: int, run_dir: Path, budget: list[str], keep_checkp
         f"--config={CONFIG}",
         *budget,
         *QUIET,
-        *VARIANTS[variant],
+        *ARMS[arm],
         f"--seed_everything={seed}",
         f"--run_dir={run_dir}",
     ]
@@ -114,11 +157,11 @@ def train(variant: str, seed: int, run_dir: Path, budget: list[str], keep_checkp
         code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
     wall = time.perf_counter() - start
     if code != 0:
-        raise RuntimeError(f"{variant}, seed {seed}: msccl fit exited with {code}; see {log}")
+        raise RuntimeError(f"{arm}, seed {seed}: msccl fit exited with {code}; see {log}")
     if not keep_checkpoints:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     steps, miou = validation_curve(run_dir / "metrics.csv")
-    run = Run(variant, seed, str(run_dir), wall, steps, miou)
+    run = Run(arm, seed, str(run_dir), wall, steps, miou)
     (run_dir / "ablation_run.json").write_text(json.dumps(asdict(run), indent=1))
     return run
 
@@ -136,39 +179,71 @@ def spread(values: list[float]) -> tuple[float, float, float, float]:
 
 def table(runs: list[Run]) -> str:
     lines = [
-        "| variant | val mIoU (%): mean ± std | min - max | per seed | wall time per run (s) |",
+        "| arm | val mIoU (%): mean ± std | min - max | per seed | wall time per run (s) |",
         "|---|---:|---:|---|---:|",
     ]
-    for variant in VARIANTS:
-        mine = sorted((r for r in runs if r.variant == variant), key=lambda r: r.seed)
+    for arm in ARMS:
+        mine = sorted((r for r in runs if r.arm == arm), key=lambda r: r.seed)
         if not mine:
             continue
         mean, std, low, high = spread([r.final for r in mine])
         seeds = ", ".join(f"{r.final:.2f}" for r in mine)
         wall = statistics.fmean(r.wall_seconds for r in mine)
+        lines.append(f"| {arm} | {mean:.2f} ± {std:.2f} | {low:.2f} - {high:.2f} | {seeds} | {wall:.0f} |")
+    return "\n".join(lines)
+
+
+def comparisons(runs: list[Run]) -> dict[tuple[str, str], PairedComparison]:
+    """The paired comparison of every pair in `PAIRS` whose arms share at least 2 seeds."""
+    finals: dict[str, dict[int, float]] = {}
+    for run in runs:
+        finals.setdefault(run.arm, {})[run.seed] = run.final
+    result = {}
+    for baseline, arm in PAIRS:
+        if len(set(finals.get(baseline, {})) & set(finals.get(arm, {}))) >= 2:
+            result[baseline, arm] = compare_paired(finals[baseline], finals[arm])
+    return result
+
+
+def pairs_table(compared: dict[tuple[str, str], PairedComparison]) -> str:
+    lines = [
+        "| arm vs baseline | seeds | mean difference (mIoU points) | 95% interval | paired t p | "
+        "Wilcoxon exact p | seeds better |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for (baseline, arm), c in compared.items():
         lines.append(
-            f"| {variant} | {mean:.2f} ± {std:.2f} | {low:.2f} - {high:.2f} | {seeds} | {wall:.0f} |"
+            f"| {arm} vs {baseline} | {c.n} | {c.mean:+.2f} | [{c.low:+.2f}, {c.high:+.2f}] | {c.t_p:.3f} | "
+            f"{c.wilcoxon_p:.3f} | {c.wins}/{c.n} |"
         )
     return "\n".join(lines)
 
 
-def plot(runs: list[Run], path: Path, title: str) -> None:
-    """Validation mIoU vs step: the mean over seeds per variant, the min-max band shaded (`msccl plot`'s
-    drawing, with the seeds of a variant as one group)."""
+def plot(runs: list[Run], output: Path, title: str) -> None:
+    """Validation mIoU vs step: the mean over seeds per arm, the min-max band shaded (`msccl plot`'s
+    drawing, with the seeds of an arm as one group); and each seed's final mIoU per arm."""
     groups = {}
-    for variant in VARIANTS:
-        mine = [r.run_dir for r in runs if r.variant == variant]
+    for arm in ARMS:
+        mine = [r.run_dir for r in runs if r.arm == arm]
         if mine:
-            groups[f"{variant} ({len(mine)} seeds)"] = mine
+            groups[f"{arm} ({len(mine)} seeds)"] = mine
     panel = Panel("validation mIoU", ("val/mIoU",), 100.0, "validation mIoU (%)")
-    plot_learning_curves(groups, path, panels=[panel], title=title)
+    plot_learning_curves(groups, output / "learning_curves.png", panels=[panel], title=title)
+    finals = {arm: {r.seed: r.final for r in runs if r.arm == arm} for arm in ARMS}
+    plot_paired_seeds(
+        {arm: seeds for arm, seeds in finals.items() if seeds},
+        output / "paired.png",
+        "final validation mIoU (%)",
+        title,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output", type=Path, default=ROOT / "runs" / "ablation")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--layout", choices=list(LAYOUTS), default="objects", help="the synthetic layout")
     parser.add_argument("--reuse", action="store_true", help="keep runs that finished before")
     parser.add_argument("--keep-checkpoints", action="store_true")
     parser.add_argument(
@@ -178,34 +253,48 @@ def main(argv: list[str] | None = None) -> int:
         help=f"msccl fit overrides replacing the default budget {' '.join(DEFAULT_BUDGET)} (give it last)",
     )
     args = parser.parse_args(argv)
+    for arm in args.arms:
+        if missing := missing_requirements(arm):
+            print(
+                f"ablation.py: error: arm {arm!r} needs {', '.join(missing)}, which this checkout lacks",
+                file=sys.stderr,
+            )
+            return 1
+    budget = [*LAYOUTS[args.layout], *args.budget]
     args.output.mkdir(parents=True, exist_ok=True)
-    print(f"budget: {' '.join(args.budget)}; seeds {args.seeds}; output {args.output}", flush=True)
+    print(f"budget: {' '.join(budget)}; seeds {args.seeds}; output {args.output}", flush=True)
 
     runs: list[Run] = []
-    for seed in args.seeds:  # seed-major: an interrupted run still has every variant for the first seeds
-        for variant in args.variants:
-            run_dir = args.output / slug(variant) / f"seed_{seed}"
+    for seed in args.seeds:  # seed-major: an interrupted run still has every arm for the first seeds
+        for arm in args.arms:
+            run_dir = args.output / slug(arm) / f"seed_{seed}"
             run = finished(run_dir) if args.reuse else None
             if run is None:
-                run = train(variant, seed, run_dir, args.budget, args.keep_checkpoints)
+                run = train(arm, seed, run_dir, budget, args.keep_checkpoints)
             runs.append(run)
             print(
-                f"{variant:>13}, seed {seed}: val mIoU {run.final:.2f}% in {run.wall_seconds:.0f} s",
-                flush=True,
+                f"{arm:>16}, seed {seed}: val mIoU {run.final:.2f}% in {run.wall_seconds:.0f} s", flush=True
             )
     total = sum(r.wall_seconds for r in runs)  # of the runs themselves, also when reused
 
-    result = table(runs)
+    compared = comparisons(runs)
+    result = table(runs) + ("\n\n" + pairs_table(compared) if compared else "")
     summary = (
-        f"Synthetic dataset, `{' '.join(args.budget)}`, seeds {args.seeds}: mIoU of the last validation. "
-        f"Wall time of all runs {total / 60:.1f} min."
+        f"Synthetic dataset ({args.layout}), `{' '.join(budget)}`, seeds {args.seeds}: mIoU of the last "
+        f"validation; pairs: arm minus baseline on the same seeds. All runs took {total / 60:.1f} min."
     )
     print(f"\n{summary}\n\n{result}")
-    plot(runs, args.output / "learning_curves.png", f"synthetic ablation, {len(args.seeds)} seeds")
+    plot(runs, args.output, f"synthetic ({args.layout}) ablation, {len(args.seeds)} seeds")
     (args.output / "results.md").write_text(f"{summary}\n\n{result}\n")
-    record = {"budget": args.budget, "total_wall_seconds": total, "runs": [asdict(r) for r in runs]}
+    record = {
+        "layout": args.layout,
+        "budget": budget,
+        "total_wall_seconds": total,
+        "runs": [asdict(r) for r in runs],
+        "pairs": [{"baseline": b, "arm": a, **asdict(c)} for (b, a), c in compared.items()],
+    }
     (args.output / "results.json").write_text(json.dumps(record, indent=1))
-    print(f"\nplot: {args.output / 'learning_curves.png'}")
+    print(f"\nplots: {args.output / 'learning_curves.png'}, {args.output / 'paired.png'}")
     return 0 if all(math.isfinite(r.final) for r in runs) else 1
 
 

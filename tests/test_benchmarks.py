@@ -25,22 +25,104 @@ def load_benchmark(name: str) -> ModuleType:
 
 
 @pytest.mark.slow
-def test_ablation_trains_every_variant_and_writes_table_and_plot(tmp_path: Path, capsys):
+def test_ablation_trains_every_arm_and_writes_tables_paired_statistics_and_plots(tmp_path: Path, capsys):
     ablation = load_benchmark("ablation")
     budget = [arg for arg in TINY_SYNTHETIC if not arg.startswith("--config")]
-    assert ablation.main(["--seeds", "0", "--output", str(tmp_path), "--budget", *budget]) == 0
-
+    budget += [
+        "--data.init_args.image_size=64",
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+    ]
+    # one real seed on the context layout (64 pixels: room for objects inside the frames' margin)
+    assert (
+        ablation.main(["--seeds", "0", "--layout", "context", "--output", str(tmp_path), "--budget", *budget])
+        == 0
+    )
     record = json.loads((tmp_path / "results.json").read_text())
-    assert [run["variant"] for run in record["runs"]] == list(ablation.VARIANTS)
+    assert record["layout"] == "context" and record["pairs"] == []  # one seed: nothing to pair
+    assert [run["arm"] for run in record["runs"]] == list(ablation.ARMS)
     assert all(math.isfinite(run["miou"][-1]) for run in record["runs"])
-    # the CE variant really trains without the loss, the others with it
-    logs = {run["variant"]: (Path(run["run_dir"]) / "metrics.csv").read_text() for run in record["runs"]}
+    # the CE arm really trains without the loss, the others with it, all on the context layout
+    logs = {run["arm"]: (Path(run["run_dir"]) / "metrics.csv").read_text() for run in record["runs"]}
     assert "train/contrastive/" not in logs["CE"]
     assert "train/contrastive/cs" not in logs["CE + MS"] and "train/contrastive/ms" in logs["CE + MS"]
     assert "train/contrastive/cs" in logs["CE + MS + CS"]
-    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG
-    table = capsys.readouterr().out
-    assert all(f"| {variant} |" in table for variant in ablation.VARIANTS)
+    assert all("layout: context" in (Path(r["run_dir"]) / "config.yaml").read_text() for r in record["runs"])
+
+    # a second seed, made from the first by shifting each arm's mIoU (what is tested here is the pairing,
+    # the statistics and the reuse of finished runs; tests/test_paired_stats.py tests the statistics)
+    shifts = {"CE": 0.0, "CE + MS": 0.05, "CE + MS + CS": 0.02}
+    for run in record["runs"]:
+        copy = dict(run, seed=1, run_dir=run["run_dir"].replace("seed_0", "seed_1"))
+        copy["miou"] = [m + 100 * shifts[run["arm"]] for m in run["miou"]]
+        Path(copy["run_dir"]).mkdir(parents=True)
+        metrics = [
+            line.split(",") for line in (Path(run["run_dir"]) / "metrics.csv").read_text().splitlines()
+        ]
+        column = metrics[0].index("val/mIoU")
+        for row in metrics[1:]:
+            if row[column]:
+                row[column] = str(float(row[column]) + shifts[run["arm"]])
+        (Path(copy["run_dir"]) / "metrics.csv").write_text("\n".join(",".join(row) for row in metrics) + "\n")
+        (Path(copy["run_dir"]) / "ablation_run.json").write_text(json.dumps(copy))
+    capsys.readouterr()
+    assert (
+        ablation.main(
+            [
+                "--seeds",
+                "0",
+                "1",
+                "--reuse",
+                "--layout",
+                "context",
+                "--output",
+                str(tmp_path),
+                "--budget",
+                *budget,
+            ]
+        )
+        == 0
+    )
+    pairs = {
+        (p["baseline"], p["arm"]): p for p in json.loads((tmp_path / "results.json").read_text())["pairs"]
+    }
+    assert list(pairs) == [("CE", "CE + MS"), ("CE + MS", "CE + MS + CS")]  # the pairs whose arms both ran
+    ms = pairs["CE", "CE + MS"]
+    final = {run["arm"]: run["miou"][-1] for run in record["runs"]}
+    assert ms["seeds"] == [0, 1] and ms["wins"] == sum(d > 0 for d in ms["differences"])
+    assert ms["differences"] == pytest.approx(
+        [final["CE + MS"] - final["CE"], final["CE + MS"] - final["CE"] + 5]
+    )
+    assert ms["low"] < ms["mean"] < ms["high"] and 0 <= ms["t_p"] <= 1
+    same_sign = min(ms["differences"]) * max(ms["differences"]) > 0
+    assert ms["wilcoxon_p"] == (0.5 if same_sign else 1.0)  # n = 2: 2 of the 4 sign sets as extreme
+    out = capsys.readouterr().out
+    assert all(f"| {arm} |" in out for arm in ablation.ARMS)
+    assert "| CE + MS vs CE | 2 |" in out and "| CE + MS + CS vs CE + MS | 2 |" in out
+    for image in ("learning_curves.png", "paired.png"):
+        assert (tmp_path / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # a PNG
+
+
+def test_ablation_refuses_an_arm_whose_loss_or_config_this_checkout_lacks(
+    tmp_path: Path, capsys, monkeypatch
+):
+    ablation = load_benchmark("ablation")
+    monkeypatch.setitem(
+        ablation.ARMS,
+        "CE + missing",
+        [
+            "--model.init_args.contrastive.class_path=msccl.contrastive.NoSuchLoss",
+            "--config=conf/no_such.yaml",
+        ],
+    )
+    assert ablation.main(["--arms", "CE", "CE + missing", "--output", str(tmp_path / "out")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "ablation.py: error: arm 'CE + missing' needs class msccl.contrastive.NoSuchLoss, "
+        "config file conf/no_such.yaml, which this checkout lacks"
+    )
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    assert ablation.missing_requirements("CE + MS + CS") == [] and ablation.missing_requirements("CE") == []
 
 
 @pytest.mark.slow

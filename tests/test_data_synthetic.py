@@ -6,6 +6,7 @@ import torch
 import yaml
 
 from msccl.data import IGNORE_INDEX, SyntheticDataModule, SyntheticSegmentation
+from msccl.data.synthetic import CONTEXT_CLASSES, FRAME_WIDTH, _context_image
 from msccl.training.metrics import SegmentationIoU
 from tests.conftest import SYNTHETIC_CONFIG
 
@@ -74,3 +75,55 @@ def test_constant_prediction_on_the_demo_validation_split_scores_about_a_tenth()
     background_iou = float(result["iou"][0])
     assert 0.7 < background_iou < 0.8 and torch.all(result["iou"][1:] == 0)
     assert 0.085 < float(result["mIoU"]) < 0.105  # docs/getting-started.md: 9.6%
+
+
+# ---- layout "context": the class of an object is decided by a frame at least `context_margin` away ------
+def test_context_layout_is_deterministic_and_has_both_object_classes_in_the_same_images():
+    a, b = (SyntheticSegmentation(30, 64, layout="context", seed=2) for _ in range(2))
+    assert a.classes == CONTEXT_CLASSES and a.context_margin == 8
+    both = 0
+    for i in range(len(a)):
+        image, label = a.generate(i)
+        again = b.generate(i)
+        assert np.array_equal(image, again[0]) and np.array_equal(label, again[1])
+        assert set(np.unique(label).tolist()) <= {0, 1, 2}
+        both += {1, 2} <= set(np.unique(label).tolist())
+    assert both >= 3  # regions framed in different colours, so both classes meet in one image
+    assert not np.array_equal(
+        a.generate(0)[0], SyntheticSegmentation(1, 64, layout="context", seed=3).generate(0)[0]
+    )
+
+
+def test_context_classes_are_pixel_identical_within_the_margin_so_only_far_context_separates_them():
+    margin = 10
+    renders = [
+        _context_image(np.random.default_rng((5, 0)), (72, 96), margin, kinds) for kinds in ((0, 0), (1, 1))
+    ]
+    (red_image, red_label), (blue_image, blue_label) = renders
+    objects = red_label > 0
+    assert objects.sum() > 100
+    # the same objects, of the red-frame class in one render and of the blue-frame class in the other
+    assert np.array_equal(blue_label > 0, objects)
+    assert (red_label[objects] == 1).all() and (blue_label[objects] == 2).all()
+    # the renders differ only on the frames, and every object pixel is at least margin - FRAME_WIDTH + 1
+    # pixels (max norm) from any frame pixel: every window of radius margin - FRAME_WIDTH around an object
+    # pixel is the same in both, so no classifier that sees only such windows can tell the classes apart
+    differs = (red_image != blue_image).any(-1)
+    assert differs.any()
+    frame_rows, frame_cols = np.nonzero(differs)
+    object_rows, object_cols = np.nonzero(objects)
+    distance = np.maximum(
+        np.abs(object_rows[:, None] - frame_rows[None]), np.abs(object_cols[:, None] - frame_cols[None])
+    ).min()
+    assert distance >= margin - FRAME_WIDTH + 1
+
+
+def test_context_datamodule_names_its_classes_and_refuses_the_objects_class_count():
+    data = SyntheticDataModule(layout="context", num_train=2, num_val=2, num_test=2, image_size=32)
+    assert data.num_classes == 3 and data.class_names[1:] == ("object_in_red_frame", "object_in_blue_frame")
+    data.setup("fit")
+    assert data.datasets["train"].layout == "context"
+    with pytest.raises(ValueError, match=r"data.init_args.num_classes must be in 3..3 for layout 'context'"):
+        SyntheticDataModule(layout="context", num_classes=8)
+    with pytest.raises(ValueError, match="data.init_args.layout must be one of"):
+        SyntheticDataModule(layout="frames")

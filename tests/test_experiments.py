@@ -381,3 +381,27 @@ def test_swin_with_dynamic_img_size_gives_the_fixed_grid_network_outputs_at_its_
     with torch.no_grad():
         assert torch.allclose(fixed(image).logits, dynamic(image).logits, atol=1e-5)
         assert dynamic(torch.randn(1, 3, 160, 96)).logits.shape == (1, 3, 160, 96)
+
+
+def test_the_official_cityscapes_test_protocol_part_composes_after_the_recipe(in_tmp_dir, monkeypatch):
+    """conf/evaluation/official_cityscapes.yaml given after the Cityscapes recipe selects the official
+    code's protocol (tests/test_evaluation.py shows that protocol equal to the official wrapper)."""
+    from msccl.training.evaluation import Evaluation
+
+    part = REPO / "conf" / "evaluation" / "official_cityscapes.yaml"
+    args = [
+        *_config_args("cityscapes_hrnet_w48", ce_only=False),
+        f"--config={part}",
+        "--data.init_args.root=/x",
+    ]
+    evaluation = Evaluation(**_parse(args, monkeypatch)["model"]["init_args"]["evaluation"])
+    assert evaluation == Evaluation(
+        mode="sliding",
+        crop=(512, 1024),
+        stride=(512, 1024),  # windows without overlap
+        scales=(0.75, 1.0, 1.25, 1.5, 1.75, 2.0),
+        flip=True,
+        fusion="sum_exp",
+        whole_below_scale=1.0,
+        align_corners=True,
+    )

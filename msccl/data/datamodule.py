@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
-from msccl.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE, SyntheticSegmentation
+from msccl.data.synthetic import SYNTHETIC_PALETTE, SyntheticSegmentation, synthetic_classes
 from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
 from msccl.progress import progress
 
@@ -125,11 +125,16 @@ class SegmentationDataModule(L.LightningDataModule):
 
 
 class SyntheticDataModule(SegmentationDataModule):
-    """The built-in procedural dataset (see `msccl.data.synthetic`): no files, deterministic per seed."""
+    """The built-in procedural dataset (see `msccl.data.synthetic`): no files, deterministic per seed.
+
+    `layout` "objects" (default) scatters 2..8 classes that pairs of cues separate; "context" has 3
+    classes, two of which only context beyond `context_margin` pixels separates (`SyntheticSegmentation`).
+    `num_classes` defaults to all of the layout's classes.
+    """
 
     def __init__(
         self,
-        num_classes: int = len(SYNTHETIC_CLASSES),
+        num_classes: int | None = None,
         image_size: int = 128,
         num_train: int = 512,
         num_val: int = 64,
@@ -140,12 +145,17 @@ class SyntheticDataModule(SegmentationDataModule):
         num_workers: int = 0,
         pin_memory: bool | None = None,
         predict_dir: str | None = None,
+        layout: str = "objects",
+        context_margin: int | None = None,
     ) -> None:
         super().__init__(batch_size, val_batch_size, num_workers, pin_memory, predict_dir)
-        if not 2 <= num_classes <= len(SYNTHETIC_CLASSES):
-            raise ValueError(f"data.num_classes must be in 2..{len(SYNTHETIC_CLASSES)}, got {num_classes}")
-        self.class_names = tuple(c.name for c in SYNTHETIC_CLASSES[:num_classes])
-        self.palette = SYNTHETIC_PALETTE[:num_classes]  # one colour per class (the image colours repeat)
+        try:
+            classes = synthetic_classes(layout, num_classes)
+        except ValueError as error:
+            raise ValueError(f"data.init_args.{error}") from None
+        self.class_names = tuple(c.name for c in classes)
+        self.palette = SYNTHETIC_PALETTE[: len(classes)]  # one colour per class (the image colours repeat)
+        self.layout, self.context_margin = layout, context_margin
         self.image_size = image_size
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.seed = seed
@@ -158,6 +168,8 @@ class SyntheticDataModule(SegmentationDataModule):
             self.num_classes,
             seed=self.seed * len(SPLITS) + SPLITS.index(split),
             transform=flip_transform() if split == "train" else eval_transform(),
+            layout=self.layout,
+            context_margin=self.context_margin,
         )
 
 

@@ -4,6 +4,13 @@ Classes are designed so that no single cue separates them: pairs share a colour 
 scale (fine vs coarse stripes), texture statistics (checker vs speckle) or shape (disc vs square), so a
 network needs both local and object-scale context; "wire" objects are only 1-2 pixels wide, and
 ignore-labelled noise patches stand in for unlabelled regions.
+
+`layout="context"` is a harder variant where a pixel's class depends on context far beyond its
+neighbourhood: the image is split into two regions, each framed in one of two colours, and the objects
+inside share one texture; an object's class is the colour of its region's frame (the region's outer 3
+pixels), and objects keep `context_margin` pixels from the region's border. Within any window of radius
+`context_margin` - 3 the two object classes are pixel-identical, so only a network that relates a pixel
+to distant context can separate them.
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ from torch.utils.data import Dataset
 
 from msccl.data.base import IGNORE_INDEX, Sample, Transform, distinct_palette, to_sample
 
-__all__ = ["SyntheticSegmentation", "SYNTHETIC_CLASSES", "SYNTHETIC_PALETTE"]
+__all__ = [
+    "CONTEXT_CLASSES",
+    "SYNTHETIC_CLASSES",
+    "SYNTHETIC_LAYOUTS",
+    "SYNTHETIC_PALETTE",
+    "SyntheticSegmentation",
+    "synthetic_classes",
+]
 
 
 @dataclass(frozen=True)
@@ -39,32 +53,64 @@ SYNTHETIC_CLASSES: tuple[_SyntheticClass, ...] = (
     _SyntheticClass("wire", (0.95, 0.9, 0.3), "flat", shape="wire"),
 )
 
+CONTEXT_CLASSES: tuple[_SyntheticClass, ...] = (
+    _SyntheticClass("background", (0.45, 0.45, 0.45), "smooth"),
+    _SyntheticClass("object_in_red_frame", (0.7, 0.7, 0.3), "checker", period=5),
+    _SyntheticClass("object_in_blue_frame", (0.7, 0.7, 0.3), "checker", period=5),
+)
+"""`layout="context"`'s classes: the two object classes look the same; their frames decide (module doc)."""
+
+FRAME_COLOURS = ((0.9, 0.15, 0.15), (0.15, 0.25, 0.9))  # red, blue: object class 1 + index
+FRAME_WIDTH = 3
+
+SYNTHETIC_LAYOUTS = {"objects": SYNTHETIC_CLASSES, "context": CONTEXT_CLASSES}
+"""Layout name -> its classes (`num_classes` takes the first ones)."""
+
+
+def synthetic_classes(layout: str, num_classes: int | None = None) -> tuple[_SyntheticClass, ...]:
+    """The first `num_classes` classes of a layout (all of them by default), checked."""
+    if layout not in SYNTHETIC_LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(SYNTHETIC_LAYOUTS)}, got {layout!r}")
+    classes = SYNTHETIC_LAYOUTS[layout]
+    num_classes = len(classes) if num_classes is None else num_classes
+    low = len(classes) if layout == "context" else 2  # the context task needs both object classes
+    if not low <= num_classes <= len(classes):
+        raise ValueError(
+            f"num_classes must be in {low}..{len(classes)} for layout {layout!r}, got {num_classes}"
+        )
+    return classes[:num_classes]
+
+
 SYNTHETIC_PALETTE = distinct_palette(len(SYNTHETIC_CLASSES))
 """The colours that show the synthetic labels (overlays, label PNGs, legends): one per class. Not the
 image colours, which the classes share in pairs by design (checker and speckle, disc and square, ...)."""
 
 
 class SyntheticSegmentation(Dataset):
-    """`num_images` images of `image_size` pixels with `num_classes` (2..8) classes, ignore id 255.
+    """`num_images` images of `image_size` pixels with `num_classes` classes, ignore id 255.
 
-    Image `i` depends only on (`seed`, `i`), so a dataset is reproducible and a different seed gives
-    different images.
+    `layout` "objects" (2..8 classes) scatters the classes of `SYNTHETIC_CLASSES`; "context" (3 classes,
+    `CONTEXT_CLASSES`) decides an object's class by its region's frame, at least `context_margin` pixels
+    away (default: an eighth of the shorter side, at least 8). Image `i` depends only on (`seed`, `i`),
+    so a dataset is reproducible and a different seed gives different images.
     """
 
     def __init__(
         self,
         num_images: int,
         image_size: int | tuple[int, int] = 128,
-        num_classes: int = len(SYNTHETIC_CLASSES),
+        num_classes: int | None = None,
         seed: int = 0,
         ignore_probability: float = 0.5,
         transform: Transform | None = None,
+        layout: str = "objects",
+        context_margin: int | None = None,
     ) -> None:
-        if not 2 <= num_classes <= len(SYNTHETIC_CLASSES):
-            raise ValueError(f"num_classes must be in 2..{len(SYNTHETIC_CLASSES)}, got {num_classes}")
+        self.classes = synthetic_classes(layout, num_classes)
+        self.layout = layout
         self.num_images = num_images
         self.size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.classes = SYNTHETIC_CLASSES[:num_classes]
+        self.context_margin = context_margin or max(8, min(self.size) // 8)
         self.seed = seed
         self.ignore_probability = ignore_probability
         self.transform = transform
@@ -81,6 +127,8 @@ class SyntheticSegmentation(Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         rng = np.random.default_rng((self.seed, index))
+        if self.layout == "context":
+            return _context_image(rng, self.size, self.context_margin)
         height, width = self.size
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
         image = _smooth_background(rng, height, width)
@@ -99,9 +147,58 @@ class SyntheticSegmentation(Dataset):
             image[mask] = rng.random((int(mask.sum()), 3), dtype=np.float32)
             label[mask] = IGNORE_INDEX
 
-        image *= rng.uniform(0.85, 1.15)  # global illumination
-        image += rng.normal(0.0, 0.03, image.shape).astype(np.float32)
-        return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8), label
+        return _photographed(image, *_lighting(rng, image.shape)), label
+
+
+def _lighting(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[float, np.ndarray]:
+    """A global illumination factor and sensor noise."""
+    return rng.uniform(0.85, 1.15), rng.normal(0.0, 0.03, shape).astype(np.float32)
+
+
+def _photographed(image: np.ndarray, illumination: float, noise: np.ndarray) -> np.ndarray:
+    image = image * illumination
+    image += noise
+    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def _context_image(
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    margin: int,
+    frame_kinds: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two regions (split at a random column), each framed in red or blue (`frame_kinds`, drawn last
+    from `rng` when None, so the same draws with other frames give the same image elsewhere); objects
+    of one texture keep `margin` pixels from every frame and take their region's frame class."""
+    height, width = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = _smooth_background(rng, height, width)
+    label = np.zeros((height, width), np.uint8)
+    split = int(rng.uniform(0.4, 0.6) * width)
+    regions = [(0, split), (split, width)]
+    spec = CONTEXT_CLASSES[1]
+    objects = np.zeros((len(regions), height, width), bool)
+    for r, (left, right) in enumerate(regions):
+        top, bottom, start, end = margin, height - margin, left + margin, right - margin
+        inside = (yy >= top) & (yy < bottom) & (xx >= start) & (xx < end)
+        for _ in range(int(rng.integers(1, 4))):
+            radius = rng.uniform(0.3, 0.6) * max(min(bottom - top, end - start), 2)
+            centre_y, centre_x = (
+                rng.uniform(top, max(bottom, top + 1)),
+                rng.uniform(start, max(end, start + 1)),
+            )
+            mask = _blob(rng, yy, xx, centre_y, centre_x, radius) & inside
+            image[mask] = _texture(rng, spec, yy, xx)[mask]
+            objects[r] |= mask
+    lighting = _lighting(rng, image.shape)
+    kinds = frame_kinds if frame_kinds is not None else tuple(int(k) for k in rng.integers(0, 2, 2))
+    for r, (left, right) in enumerate(regions):
+        inner = (yy >= FRAME_WIDTH) & (yy < height - FRAME_WIDTH)
+        inner &= (xx >= left + FRAME_WIDTH) & (xx < right - FRAME_WIDTH)
+        frame = (xx >= left) & (xx < right) & ~inner
+        image[frame] = FRAME_COLOURS[kinds[r]]
+        label[objects[r]] = 1 + kinds[r]
+    return _photographed(image, *lighting), label
 
 
 def _smooth_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -139,7 +236,13 @@ def _shape_mask(rng: np.random.Generator, shape: str, yy: np.ndarray, xx: np.nda
         return (np.abs(u) <= radius) & (np.abs(v) <= radius)
     if shape == "wire":
         return _polyline(rng, yy, xx, thickness=rng.uniform(0.5, 1.2))
-    # blob: union of two or three random ellipses
+    return _blob(rng, yy, xx, cy, cx, radius)
+
+
+def _blob(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, radius: float
+) -> np.ndarray:
+    """A union of two or three random ellipses around (cy, cx)."""
     mask = np.zeros(yy.shape, bool)
     for _ in range(int(rng.integers(2, 4))):
         oy, ox = rng.normal(0, radius / 2, 2)

@@ -7,7 +7,8 @@ loss term (CE, auxiliary CE, the contrastive total and its multi-scale / cross-s
 rate, the validation mIoU, and the embedding diagnostics of the contrastive loss (per scale the mean cosine
 similarity of same-class and of different-class pairs and their gap; the cross-scale same-class
 similarity; see `msccl.contrastive.diagnostics`). A resumed run's earlier `metrics.<k>.csv` are read first.
-`plot_learning_curves` also draws groups of runs (e.g. seeds) as their mean with a min-max band.
+`plot_learning_curves` also draws groups of runs (e.g. seeds) as their mean with a min-max band, and
+`plot_paired_seeds` one value per (arm, seed) with each seed's arms joined, for paired comparisons.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ import numpy as np
 
 from msccl.plots.figures import Figure, save
 
-__all__ = ["Curve", "Panel", "main", "panels_for", "plot_learning_curves", "read_metrics"]
+__all__ = [
+    "Curve",
+    "Panel",
+    "main",
+    "panels_for",
+    "plot_learning_curves",
+    "plot_paired_seeds",
+    "read_metrics",
+]
 
 Curve = tuple[np.ndarray, np.ndarray]
 """(steps, values) of one logged key, in step order."""
@@ -180,6 +189,39 @@ def plot_learning_curves(
         axes.axis("off")
     if title:
         figure.suptitle(title)
+    return save(figure, output, dpi)
+
+
+def plot_paired_seeds(
+    values: Mapping[str, Mapping[int, float]],
+    output: str | Path,
+    ylabel: str,
+    title: str = "",
+    dpi: int = 100,
+) -> Path:
+    """Each arm (label -> seed -> value) a column of dots, one per seed, each seed's dots joined by a line
+    across the arms (a paired comparison shows as lines that mostly rise or fall), the arm's mean as a bar."""
+    arms = list(values)
+    figure = Figure(figsize=(1.6 * len(arms) + 2.4, 3.6), layout="constrained")
+    axes = figure.subplots()
+    seeds = sorted({seed for per_seed in values.values() for seed in per_seed})
+    for index, seed in enumerate(seeds):
+        points = [(x, values[arm][seed]) for x, arm in enumerate(arms) if seed in values[arm]]
+        xs, ys = zip(*points, strict=True)
+        axes.plot(
+            xs, ys, "-o", color=f"C{index % 10}", alpha=0.7, markersize=4, linewidth=1, label=f"seed {seed}"
+        )
+    for x, arm in enumerate(arms):
+        mean = float(np.mean(list(values[arm].values())))
+        axes.plot([x - 0.25, x + 0.25], [mean, mean], color="black", linewidth=2)
+    axes.set_xticks(range(len(arms)), arms, fontsize=8)
+    axes.set_xlim(-0.5, len(arms) - 0.5)
+    axes.set_ylabel(ylabel, fontsize=8)
+    axes.grid(alpha=0.3, axis="y")
+    axes.tick_params(labelsize=7)
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    if title:
+        axes.set_title(title, fontsize=10)
     return save(figure, output, dpi)
 
 
