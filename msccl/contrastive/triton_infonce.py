@@ -14,25 +14,91 @@ states the formula), computed in three fused kernels that never hold more than a
 
 No host synchronisation: both sets are sorted by label on the device, each anchor's positives are the
 column window ``[first_i, last_i)`` found by ``searchsorted``, and the kernels read the window bounds
-of their block from device memory. ``matmul_precision`` picks the inputs of the tile products:
-``highest`` (IEEE float32), ``tf32`` or ``bf16`` (tensor cores); every sum, exp and log stays float32
-(docs/method.md B2). Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (the tests).
+of their block from device memory. ``matmul_precision`` picks the inputs of the tile products, both on
+tensor cores: ``tf32`` or ``bf16``; every sum, exp and log stays float32 (docs/method.md B2). There is no
+``highest`` kernel: IEEE float32 ``tl.dot`` has no tensor cores and spilled 4-14 KB of stack per thread,
+three-pass TF32 ("tf32x3") needed 262-295 KB of shared memory and spilled too (compiled for sm_90), so
+``highest`` runs on the blockwise path (cuBLAS float32). Under ``TRITON_INTERPRET=1`` the kernels run on
+CPU tensors (the tests).
+
+``launch_config`` is the one place where tiles, warps and pipeline stages are chosen, and
+``kernel_variants`` lists every compiled variant the code can launch: tests/test_triton_compile.py and
+benchmarks/triton_compile_report.py compile them ahead of time for sm_80 and sm_90 (no GPU needed).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["loss_and_grads"]
+from msccl.contrastive.infonce import MAX_TRITON_DIM as MAX_DIM
+
+__all__ = ["MAX_DIM", "kernel_variants", "launch_config", "loss_and_grads"]
 
 # tl.dot's input_precision of each matmul_precision; bf16 casts the tiles before the product.
-_DOT_PRECISION = {"highest": "ieee", "tf32": "tf32", "bf16": "ieee"}
+_DOT_PRECISION = {"tf32": "tf32", "bf16": "ieee"}
+# Pipeline stages of the column loop: the TF32 products stage float32 [64, 256] tiles, and three stages of
+# them need 263,168 bytes of shared memory (an H100 gives a block 232,448, an A100 166,912), two
+# 197,632: one stage fits both chips. bf16 tiles are half the size. Checked by tests/test_triton_compile.py.
+_NUM_STAGES = {"tf32": 1, "bf16": 2}
 _FLOAT32_MIN = torch.finfo(torch.float32).min
-# TRITON_INTERPRET=1 when this module was imported: the kernels run on CPU tensors (the tests).
-_INTERPRETED = tl.constexpr(triton.knobs.runtime.interpret)
+# TRITON_INTERPRET=1 when this module was imported: the kernels run on CPU tensors (the tests). Read from
+# the environment, as Triton does: triton.knobs only exists from Triton 3.4 on.
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+def launch_config(dim: int, matmul_precision: str, block_rows: int = 64, block_cols: int = 64) -> dict:
+    """Compile-time constants and launch options of the kernels for vectors of ``dim`` columns."""
+    if matmul_precision not in _DOT_PRECISION:
+        raise ValueError(
+            f"matmul_precision must be one of {sorted(_DOT_PRECISION)}, got {matmul_precision!r}"
+        )
+    if dim > MAX_DIM:
+        raise ValueError(f"the Triton kernels take vectors of at most {MAX_DIM} columns, got {dim}")
+    block_d = max(16, triton.next_power_of_2(dim))
+    return {
+        "BF16": matmul_precision == "bf16",
+        "PRECISION": _DOT_PRECISION[matmul_precision],
+        "BLOCK_M": block_rows,
+        "BLOCK_N": block_cols,
+        "BLOCK_D": block_d,
+        # Wide tiles (D = 256 in the paper) hold [64, D] float32 accumulators: more warps share the registers.
+        "num_warps": 8 if block_d >= 128 else 4,
+        "num_stages": _NUM_STAGES[matmul_precision],
+    }
+
+
+# The widest vectors of each warp count launch_config chooses: tiles, registers and shared memory only grow
+# with BLOCK_D at a fixed warp count, so these bound every narrower one.
+_WIDEST_PER_WARP_COUNT = (64, MAX_DIM)
+_INT_POINTERS = {"ya", "yc", "first", "last"}
+_SCALARS = {"n_a": "i32", "n_c": "i32", "dim": "i32", "inv_tau": "fp32", "float32_min": "fp32"}
+
+
+def kernel_variants() -> Iterator[tuple[str, triton.JITFunction, dict, dict, dict]]:
+    """(name, kernel, signature, constexprs, options) of every variant ``loss_and_grads`` can launch
+    (each precision, the same-set and cross-set forms, the widest D of each warp count), for
+    ``triton.compile(ASTSource(kernel, signature, constexprs), target, options)``."""
+    for precision in _DOT_PRECISION:
+        for dim in _WIDEST_PER_WARP_COUNT:
+            config = launch_config(dim, precision)
+            options = {key: config.pop(key) for key in ("num_warps", "num_stages")}
+            for same in (False, True):
+                for kernel in (_row_stats, _anchor_grad, _contrast_grad):
+                    constexprs = {"SAME": same, **config}
+                    signature = {
+                        name: "constexpr"
+                        if name in constexprs
+                        else _SCALARS.get(name, "*i32" if name in _INT_POINTERS else "*fp32")
+                        for name in kernel.arg_names
+                    }
+                    name = f"{kernel.__name__} {precision} D<={dim} {'same' if same else 'cross'}"
+                    yield name, kernel, signature, constexprs, options
 
 
 def loss_and_grads(
@@ -42,7 +108,7 @@ def loss_and_grads(
     yc: Tensor | None,
     inv_tau: float,
     needs: tuple[bool, bool],
-    matmul_precision: str = "highest",
+    matmul_precision: str = "tf32",
     block_rows: int = 64,
     block_cols: int = 64,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -53,10 +119,7 @@ def loss_and_grads(
     anchors' gradient includes their role as contrast samples). ``block_rows`` / ``block_cols`` are the
     tile sizes (powers of two, at least 16: ``tl.dot``'s minimum); the defaults are not yet tuned on a GPU.
     """
-    if matmul_precision not in _DOT_PRECISION:
-        raise ValueError(
-            f"matmul_precision must be one of {sorted(_DOT_PRECISION)}, got {matmul_precision!r}"
-        )
+    constants = launch_config(za.shape[1], matmul_precision, block_rows, block_cols)
     same = zc is None
     need_a, need_c = (needs[0], needs[0]) if same else needs
     n_a = za.shape[0]
@@ -81,16 +144,7 @@ def loss_and_grads(
     first32, last32 = first.int(), last.int()
 
     dim = za.shape[1]
-    constants = {
-        "SAME": same,
-        "BF16": matmul_precision == "bf16",
-        "PRECISION": _DOT_PRECISION[matmul_precision],
-        "BLOCK_M": block_rows,
-        "BLOCK_N": block_cols,
-        "BLOCK_D": max(16, triton.next_power_of_2(dim)),
-    }
-    # Wide tiles (D = 256 in the paper) hold [64, D] float32 accumulators: more warps share the registers.
-    constants["num_warps"] = 8 if constants["BLOCK_D"] >= 128 else 4
+    constants["SAME"] = same
     sizes = (n_a, n_c, dim, float(inv_tau))
     log_s = torch.empty(n_a, device=za.device, dtype=torch.float32)
     coef = torch.empty_like(log_s)
@@ -122,12 +176,19 @@ def _tile(ptr, index, n, dim, BLOCK_D: tl.constexpr, BF16: tl.constexpr):
     """Rows ``index`` of a contiguous [n, dim] float32 matrix, zero-padded to BLOCK_D columns."""
     d = tl.arange(0, BLOCK_D)
     mask = (index[:, None] < n) & (d[None, :] < dim)
-    return _operand(tl.load(ptr + index[:, None] * dim + d[None, :], mask=mask, other=0.0), BF16)
+    x = tl.load(ptr + index[:, None] * dim + d[None, :], mask=mask, other=0.0)
+    if not BF16 and _INTERPRETED:
+        # TF32 inputs, rounded as the blockwise path's accuracy model rounds the vectors (to nearest, ties
+        # away): the interpreter multiplies in float32 whatever tl.dot's input_precision. On the GPU the
+        # tensor cores round, dL/dl included (tested there by benchmarks/triton_gate.py).
+        x = ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return _operand(x, BF16)
 
 
 @triton.jit
 def _operand(x, BF16: tl.constexpr):
-    """A float32 tile as a tl.dot operand: unchanged, or rounded to bfloat16 (matmul_precision bf16)."""
+    """A float32 tile as a tl.dot operand: unchanged (TF32: the tensor cores round it), or rounded to
+    bfloat16 (matmul_precision bf16)."""
     if BF16:
         # Round to nearest even on the bits (as torch's .to(bfloat16)): the interpreter's cast truncates.
         bits = x.to(tl.uint32, bitcast=True)
