@@ -68,9 +68,9 @@ def compile_all(archs: list[int], report=None) -> list[Compiled]:
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         for arch in archs:
-            for name, kernel, signature, constexprs, options in kernel_variants():
+            for name, kernel, signature, constexprs, attrs, options in kernel_variants():
                 start = time.perf_counter()
-                source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+                source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs, attrs=attrs)
                 compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
                 cubin.write_bytes(compiled.asm["cubin"])
                 usage = subprocess.run(
