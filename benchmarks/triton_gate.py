@@ -202,9 +202,8 @@ def time_losses(
     )
     if device == "cuda":
         implementations["compiled blockwise"] = {"kernel": "blockwise", "compile": True}
-    print(
-        f"\n| implementation | regime | median ms | IQR ms | steps |  (whole loss forward+backward, {device})"
-    )
+    print(f"\nWhole loss forward+backward on {device} (sampling, every term, backward):")
+    print("\n| implementation | regime | median ms | IQR ms | steps |")
     print("|---|---|---:|---:|---:|")
     medians = {}
     for regime in ("typical", "cap-bound"):
