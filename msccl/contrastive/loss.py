@@ -56,8 +56,9 @@ class MSCSContrastiveLoss(nn.Module):
             ``tf32``, ``bf16``, or ``auto``: ``bf16`` when the sampled features arrive in bfloat16 (the
             network ran under bf16 autocast, so bf16 is their own precision), ``highest`` otherwise.
             Sums, exp and log stay float32; see ``infonce`` and the README for the measured error.
-        kernel: ``auto`` (the fused Triton kernels on CUDA when Triton is installed, else blockwise),
-            ``blockwise`` or ``triton`` (see ``infonce``).
+        kernel: ``auto`` (blockwise, or the fused Triton kernels on CUDA for a precision whose kernels
+            passed the GPU check: ``VERIFIED_TRITON``, none yet), ``blockwise`` or ``triton`` (see
+            ``infonce``; a failing Triton kernel warns once and the loss continues blockwise).
 
     ``forward(features, labels, generator=None)`` returns ``(loss, terms)``. ``terms`` holds detached
     tensors for logging: ``ms/s{s}`` the multi-scale term of scale s, ``cs/s{a}-s{c}`` the cross-scale
