@@ -55,7 +55,7 @@ VERIFIED_TRITON: dict[str, str] = {}
 # The precisions the Triton kernels have (tensor-core inputs); highest always runs blockwise, see
 # triton_infonce's docstring for why.
 TRITON_PRECISIONS = ("tf32", "bf16")
-# Vectors wider than this run blockwise (the Triton kernels' [64, D] float32 accumulators must fit the
+# Vectors wider than this run blockwise (the Triton kernels' [rows, D] float32 accumulators must fit the
 # registers); triton_infonce refuses them.
 MAX_TRITON_DIM = 256
 
