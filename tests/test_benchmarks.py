@@ -127,21 +127,27 @@ def test_ablation_refuses_an_arm_whose_loss_or_config_this_checkout_lacks(
 
 @pytest.mark.slow
 def test_gpu_checks_script_runs_end_to_end_in_its_cpu_smoke_mode(tmp_path: Path):
-    # benchmarks/gpu_checks.sh --cpu-smoke: contrastive_loss.py, train_step.py (interleaved pairs) and
-    # evaluation.py at toy sizes, their tables gathered in one results.md
-    command = ["bash", "benchmarks/gpu_checks.sh", "--cpu-smoke", str(tmp_path)]
-    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
-    assert out.returncode == 0, out.stderr[-2000:]
-    results = (tmp_path / "results.md").read_text()
-    for name in ("contrastive_loss", "train_step", "evaluation"):
+    # benchmarks/gpu_checks.sh --cpu-smoke: the Triton gate under the interpreter, train_step.py (interleaved
+    # pairs) and evaluation.py at toy sizes, their tables gathered in one results.md, all in one folder
+    out = tmp_path / "out"
+    command = ["bash", "benchmarks/gpu_checks.sh", "--cpu-smoke"]
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "OUT": str(out)}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-2000:]
+    files = [path for path in out.rglob("*") if path.is_file()]
+    assert len(files) <= 8 and all(len(path.relative_to(out).parts) <= 2 for path in files), files
+    results = (out / "results.md").read_text()
+    for name in ("triton_gate", "train_step", "evaluation"):
         assert f"| {name} | 0 |" in results, results
+    lines = results.splitlines()
+    # 16 kernel cases (2 precisions x same/cross x N 1, 17 x 2 temperatures) and 4 whole-loss cases
+    assert sum(" | PASS | " in line for line in lines) == 20 and "| FAIL |" not in results, results
+    timed = [line for line in lines if line.startswith("| triton-tf32 | typical |") and "PASS" not in line]
+    assert timed and float(timed[0].split("|")[3]) > 0  # what passed is timed
+    assert "not verified: tf32 (smoke run)" in results  # a smoke run never proposes a VERIFIED_TRITON entry
     row = next(line for line in results.splitlines() if line.startswith("| FPN |"))
     cells = [cell.strip("* ") for cell in row.strip("|").split("|")]
     time_ratio, iqr = (float(v.strip("[]")) for v in cells[3].split())  # "median [IQR]"
     assert time_ratio > 0 and iqr >= 0 and float(cells[8]) > 0
-    bf16 = next(line for line in results.splitlines() if "| msccl-bf16 " in line)
-    rel_error, cosine = (float(cell) for cell in bf16.strip("|").split("|")[-2:])
-    assert rel_error < 1e-3 and cosine > 0.999  # bf16 targets: docs/contrastive-loss.md, precision
     speed_ups = [line for line in results.splitlines() if line.startswith("| 8 |")]
     assert speed_ups and float(speed_ups[0].split("|")[-2]) < 1e-4  # batched windows: the same logits

@@ -28,16 +28,20 @@ __all__ = ["embedding_diagnostics"]
 
 @torch.no_grad()
 def embedding_diagnostics(
-    vectors: Mapping[int, tuple[Tensor, Tensor]], cross_scale_pairs: Iterable[tuple[int, int]] = ()
+    vectors: Mapping[int, tuple[Tensor, Tensor]],
+    cross_scale_pairs: Iterable[tuple[int, int]] = (),
+    num_classes: int | None = None,
 ) -> dict[str, Tensor]:
     """`embedding/s{s}/same|different|gap` per scale and `embedding/s{a}-s{c}/same` per cross-scale pair.
 
     `vectors` maps scale -> (samples [N, D], class ids [N]), as the loss holds them (not yet normalised).
+    With `num_classes` (ids below it) nothing is read from the device: the values stay tensors there, so
+    computing them every training step costs no host synchronisation (without it, one per scale).
     """
     sums: dict[int, tuple[Tensor, Tensor]] = {}
     out: dict[str, Tensor] = {}
     for s, (z, y) in vectors.items():
-        class_sums, counts = _class_sums(z, y)
+        class_sums, counts = _class_sums(z, y, num_classes)
         sums[s] = (class_sums, counts)
         squared = (class_sums * class_sums).sum(1)
         total = class_sums.sum(0)
@@ -60,9 +64,10 @@ def _mean(total: Tensor, pairs: Tensor) -> Tensor:
     return torch.where(pairs > 0, total / pairs.clamp(min=1), torch.nan)
 
 
-def _class_sums(z: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Sum of the normalised vectors of each class id [K, D] and their counts [K] (K = max id + 1)."""
+def _class_sums(z: Tensor, y: Tensor, num_classes: int | None) -> tuple[Tensor, Tensor]:
+    """Sum of the normalised vectors of each class id [K, D] and their counts [K] (K = num_classes, else
+    max id + 1, which is read from the device)."""
     z = F.normalize(z if z.dtype == torch.float64 else z.float(), dim=1)
-    classes = int(y.max()) + 1 if y.numel() else 1
+    classes = num_classes if num_classes is not None else int(y.max()) + 1 if y.numel() else 1
     one_hot = F.one_hot(y, classes).to(z.dtype)  # [N, K]: one matrix product, fast on every device
     return one_hot.T @ z, one_hot.sum(0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import bisect
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal
@@ -39,10 +40,24 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Kernel", "MatmulPrecision", "infonce", "triton_available"]
+__all__ = ["VERIFIED_TRITON", "Kernel", "MatmulPrecision", "infonce", "triton_available"]
 
 MatmulPrecision = Literal["highest", "tf32", "bf16"]
 Kernel = Literal["auto", "blockwise", "triton"]
+
+# The matmul_precisions whose Triton kernels passed the correctness gate of benchmarks/gpu_checks.sh
+# (Triton against float64 on the GPU, every case PASS) and measured faster than the blockwise path there:
+# only these run on Triton under kernel="auto". One entry per precision, recording where it was verified,
+#     "tf32": "NVIDIA H100 80GB HBM3, 2027-01-15, torch 2.14.1, triton 3.8.0",
+# copied from the "verified" line that gpu_checks.sh prints for a precision whose gate passed and whose
+# timings beat blockwise. Empty: no kernel has run on a GPU yet, so "auto" is blockwise everywhere.
+VERIFIED_TRITON: dict[str, str] = {}
+# The precisions the Triton kernels have (tensor-core inputs); highest always runs blockwise, see
+# triton_infonce's docstring for why.
+TRITON_PRECISIONS = ("tf32", "bf16")
+# Vectors wider than this run blockwise (the Triton kernels' [rows, D] float32 accumulators must fit the
+# registers); triton_infonce refuses them.
+MAX_TRITON_DIM = 256
 
 
 def infonce(
@@ -69,8 +84,12 @@ def infonce(
     float32 (B2). The blockwise path rounds the normalised vectors to that precision and multiplies them
     in float32, the same products as tensor cores compute (an accuracy model, not a speed-up on a CPU).
     ``kernel``: ``triton`` (the fused kernels of ``msccl.contrastive.triton_infonce``, float32; needs
-    the optional ``triton`` dependency), ``blockwise`` (this module), or ``auto``: Triton for CUDA
-    tensors when Triton imports and the inputs are not float64, blockwise otherwise.
+    the optional ``triton`` dependency; kernels exist for ``tf32`` and ``bf16`` only, ``highest`` and
+    vectors wider than 256 run blockwise), ``blockwise`` (this module), or ``auto``: Triton only for
+    CUDA tensors, not float64, when Triton imports and ``matmul_precision`` is in ``VERIFIED_TRITON``
+    (none yet), blockwise otherwise. If the Triton kernels fail at run time (import, compile, resources,
+    launch), one warning names the cause and the term is computed blockwise, as is every later call with
+    that precision in this process: a long run never dies in the loss.
     """
     if (contrast is None) != (contrast_labels is None):
         raise ValueError("give both contrast and contrast_labels, or neither")
@@ -85,7 +104,7 @@ def infonce(
         _check_pair(contrast, contrast_labels, "contrast")
         if contrast.shape[1] != anchors.shape[1]:
             raise ValueError(f"anchors have dimension {anchors.shape[1]} but contrast {contrast.shape[1]}")
-    use_triton = _use_triton(kernel, anchors)
+    use_triton = _use_triton(kernel, anchors, matmul_precision)
     # docs/method.md B2: float32 math whatever the autocast state or the input precision.
     with torch.autocast(device_type=anchors.device.type, enabled=False):
         dtype = torch.float64 if anchors.dtype == torch.float64 and not use_triton else torch.float32
@@ -93,18 +112,10 @@ def infonce(
         zc = None if contrast is None else F.normalize(contrast.to(dtype), dim=1)
         grad_on = torch.is_grad_enabled()
         needs = (grad_on and za.requires_grad, grad_on and zc is not None and zc.requires_grad)
-        if use_triton:
-            from msccl.contrastive import triton_infonce
-
-            compute = partial(
-                triton_infonce.loss_and_grads, inv_tau=1.0 / temperature, needs=needs,
-                matmul_precision=matmul_precision,
-            )  # fmt: skip
-        else:
-            compute = partial(
-                _loss_and_grads, inv_tau=1.0 / temperature, block_size=block_size, needs=needs,
-                matmul_precision=matmul_precision,
-            )  # fmt: skip
+        compute = partial(
+            _triton_or_blockwise if use_triton else _loss_and_grads, inv_tau=1.0 / temperature,
+            block_size=block_size, needs=needs, matmul_precision=matmul_precision,
+        )  # fmt: skip
         return _InfoNCE.apply(za, zc, anchor_labels, contrast_labels, compute)
 
 
@@ -113,7 +124,7 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _use_triton(kernel: str, anchors: Tensor) -> bool:
+def _use_triton(kernel: str, anchors: Tensor, matmul_precision: str) -> bool:
     if kernel not in ("auto", "blockwise", "triton"):
         raise ValueError(f"kernel must be 'auto', 'blockwise' or 'triton', got {kernel!r}")
     if kernel == "triton" and not triton_available():
@@ -123,9 +134,59 @@ def _use_triton(kernel: str, anchors: Tensor) -> bool:
             f"kernel='triton' needs CUDA tensors, got {anchors.device} ones: use kernel='auto' or 'blockwise'"
             " (TRITON_INTERPRET=1 runs the kernels on the CPU, slowly, for tests)"
         )
+    if (
+        kernel == "blockwise"
+        or matmul_precision not in TRITON_PRECISIONS
+        or anchors.shape[1] > MAX_TRITON_DIM
+        or matmul_precision in _TRITON_FAILED  # failed earlier in this process (warned then)
+    ):
+        return False
     if kernel == "auto":
-        return anchors.is_cuda and anchors.dtype != torch.float64 and triton_available()
-    return kernel == "triton"
+        return (
+            anchors.is_cuda
+            and anchors.dtype != torch.float64
+            and matmul_precision in VERIFIED_TRITON
+            and triton_available()
+        )
+    return True
+
+
+# matmul_precision -> the failure of the Triton kernels in this process; those calls run blockwise.
+_TRITON_FAILED: dict[str, str] = {}
+
+
+def _triton_or_blockwise(
+    za: Tensor,
+    ya: Tensor,
+    zc: Tensor | None,
+    yc: Tensor | None,
+    inv_tau: float,
+    block_size: int,
+    needs: tuple[bool, bool],
+    matmul_precision: MatmulPrecision,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The Triton kernels; on any failure of theirs one warning, then the blockwise path (same contract).
+
+    Out-of-memory is not theirs to absorb (the blockwise path would need memory too) and is raised.
+    """
+    try:
+        from msccl.contrastive import triton_infonce  # the import itself may fail (an old Triton)
+
+        return triton_infonce.loss_and_grads(za, ya, zc, yc, inv_tau, needs, matmul_precision)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as error:  # compilation, OutOfResources, launch: anything from the kernels
+        cause = f"{type(error).__name__}: {(str(error).strip().splitlines() or ['(no message)'])[0][:300]}"
+        _TRITON_FAILED[matmul_precision] = cause
+        warnings.warn(
+            f"msccl: the Triton InfoNCE kernels failed with matmul_precision={matmul_precision} ({cause}); "
+            "this run continues on the blockwise PyTorch path for that precision. Set the contrastive "
+            "loss's kernel: blockwise (model.init_args.contrastive.init_args.kernel) to choose it and "
+            "silence this warning.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return _loss_and_grads(za, ya, zc, yc, inv_tau, block_size, needs, matmul_precision)
 
 
 def _check_pair(vectors: Tensor, labels: Tensor | None, name: str) -> None:

@@ -16,12 +16,7 @@ from torch import Tensor, nn
 from msccl.contrastive.diagnostics import embedding_diagnostics
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
 from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
-from msccl.contrastive.sampling import (
-    ClassBalancedSample,
-    check_labels,
-    downsample_labels,
-    sample_class_balanced,
-)
+from msccl.contrastive.sampling import ClassBalancedSample, downsample_labels, sample_scales
 
 __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 
@@ -62,8 +57,9 @@ class MSCSContrastiveLoss(nn.Module):
             network ran under bf16 autocast, so bf16 is their own precision), ``highest`` otherwise.
             Sums, exp and log stay float32; see ``infonce``, and docs/contrastive-loss.md for the measured
             error.
-        kernel: ``auto`` (the fused Triton kernels on CUDA when Triton is installed, else blockwise),
-            ``blockwise`` or ``triton`` (see ``infonce``).
+        kernel: ``auto`` (blockwise, or the fused Triton kernels on CUDA for a precision whose kernels
+            passed the GPU check: ``VERIFIED_TRITON``, none yet), ``blockwise`` or ``triton`` (see
+            ``infonce``; a failing Triton kernel warns once and the loss continues blockwise).
 
     ``forward(features, labels, generator=None)`` returns ``(loss, terms)``. ``terms`` holds detached
     tensors for logging: ``ms/s{s}`` the multi-scale term of scale s, ``cs/s{a}-s{c}`` the cross-scale
@@ -199,40 +195,38 @@ class MSCSContrastiveLoss(nn.Module):
                     f"feature map {s} has shape {tuple(x.shape)}; expected [B, C, h, w] with B = "
                     f"{labels.shape[0]} like the labels"
                 )
-        check_labels(labels, self.num_classes, self.ignore_index)
         if self.multi_scale:
             self.scale_weights_for(num_scales)  # fail before sampling on a weight list of the wrong length
         used = set(range(num_scales)) if self.multi_scale else set()
         for a, c, _ in self.cross_scale_pairs_for(num_scales):
             used |= {a, c}
         reducer = reduce_pair_stats if self.budget == "global" and world_size() > 1 else None
-        samples: list[ClassBalancedSample | None] = []
-        for s, x in enumerate(features):
-            if s not in used:
-                samples.append(None)
-                continue
-            size = (x.shape[-2], x.shape[-1])
-            scale_labels = downsample_labels(
+        scales = sorted(used)
+        scale_labels = [
+            downsample_labels(
                 labels,
-                size,
+                (features[s].shape[-2], features[s].shape[-1]),
                 self.label_downsampling,
                 num_classes=self.num_classes,
                 ignore_index=self.ignore_index,
             )
-            samples.append(
-                sample_class_balanced(
-                    x,
-                    scale_labels,
-                    self.num_classes,
-                    ignore_index=self.ignore_index,
-                    min_views_per_class=self.min_views_per_class,
-                    max_views_per_class=self.max_views_per_class,
-                    max_features_total=self.max_features_total,
-                    generator=generator,
-                    pair_stats_reducer=reducer,
-                )
-            )
-        return samples
+            for s in scales
+        ]
+        # One host synchronisation for every scale and the label check (B1): not one per scale per step.
+        drawn = sample_scales(
+            [features[s] for s in scales],
+            scale_labels,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            min_views_per_class=self.min_views_per_class,
+            max_views_per_class=self.max_views_per_class,
+            max_features_total=self.max_features_total,
+            generator=generator,
+            pair_stats_reducer=reducer,
+            checked_labels=labels,
+        )
+        by_scale = dict(zip(scales, drawn, strict=True))
+        return [by_scale.get(s) for s in range(num_scales)]
 
     def loss_from_samples(
         self, samples: Sequence[ClassBalancedSample | None]
@@ -283,5 +277,6 @@ class MSCSContrastiveLoss(nn.Module):
                 "pairs must name two different scales"
             )
         loss = torch.stack(weighted).sum()
-        terms.update(embedding_diagnostics(vectors, [(a, c) for a, c, _ in pairs]))
+        pair_scales = [(a, c) for a, c, _ in pairs]
+        terms.update(embedding_diagnostics(vectors, pair_scales, num_classes=self.num_classes))
         return loss, terms

@@ -3,7 +3,8 @@
 The sampler draws, at one scale, exactly V pixel positions from every present (image, class) pair,
 uniformly without replacement, and gathers their feature vectors with a single indexing operation, so
 the backward writes the feature-map gradient once (docs/method.md B8). The only host-device synchronisation
-is one small read per scale, needed because the output size V * T depends on the label counts.
+is one small read, needed because the output size V * T depends on the label counts: one per call of
+``sample_class_balanced``, and one for all scales together in ``sample_scales`` (the loss's sampler).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "check_labels",
     "downsample_labels",
     "sample_class_balanced",
+    "sample_scales",
     "views_per_pair",
 ]
 
@@ -159,6 +161,71 @@ def sample_class_balanced(
 
     Samples come out grouped by pair, in increasing order of ``b * num_classes + c``.
     """
+    return sample_scales(
+        [features],
+        [labels],
+        num_classes,
+        ignore_index=ignore_index,
+        min_views_per_class=min_views_per_class,
+        max_views_per_class=max_views_per_class,
+        max_features_total=max_features_total,
+        generator=generator,
+        pair_stats_reducer=pair_stats_reducer,
+    )[0]
+
+
+def sample_scales(
+    features: list[Tensor],
+    labels: list[Tensor],
+    num_classes: int,
+    *,
+    ignore_index: int = 255,
+    min_views_per_class: int = 5,
+    max_views_per_class: int = 2500,
+    max_features_total: int = 10000,
+    generator: torch.Generator | None = None,
+    pair_stats_reducer: Callable[[Tensor], Tensor] | None = None,
+    checked_labels: Tensor | None = None,
+) -> list[ClassBalancedSample]:
+    """``sample_class_balanced`` of every scale (``features[s]`` with ``labels[s]``), reading the counts of
+    all scales from the device in one synchronisation instead of one per scale.
+
+    ``checked_labels`` (e.g. the full-resolution labels the scales were downsampled from) are checked by
+    ``check_labels`` within that same read. Scales draw from ``generator`` in order.
+    """
+    if checked_labels is None and not features:
+        return []
+    counted = [
+        _count_pairs(x, y, num_classes, ignore_index, min_views_per_class)
+        for x, y in zip(features, labels, strict=True)
+    ]
+    reduced = [stats if pair_stats_reducer is None else pair_stats_reducer(stats) for *_, stats, _ in counted]
+    device = features[0].device if features else checked_labels.device
+    checked_invalid = torch.zeros(1, dtype=torch.long, device=device)
+    if checked_labels is not None:
+        checked_invalid += _invalid_label_mask(checked_labels, num_classes, ignore_index).sum().to(device)
+    # The one host synchronisation (B1): V of every scale fixes the output shapes.
+    host = torch.cat(
+        [checked_invalid]
+        + [torch.cat([c[-2], r, c[-1].view(1)]) for c, r in zip(counted, reduced, strict=True)]
+    ).tolist()
+    if host[0]:
+        _raise_invalid(checked_labels, num_classes, ignore_index)
+    samples = []
+    for s, (x, (flat, pair, counts, present, _, _)) in enumerate(zip(features, counted, strict=True)):
+        local_pairs, _, num_pairs, min_count, num_invalid = host[1 + 5 * s : 6 + 5 * s]
+        if num_invalid:
+            _raise_invalid(flat, num_classes, ignore_index)
+        views = views_per_pair(num_pairs, min_count, max_views_per_class, max_features_total)
+        samples.append(_draw(x, flat, pair, counts, present, views, local_pairs, num_classes, generator))
+    return samples
+
+
+def _count_pairs(
+    features: Tensor, labels: Tensor, num_classes: int, ignore_index: int, min_views_per_class: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(flat labels, pair id per pixel, n_bc per pair, present mask, [T, min count], invalid count) of one
+    scale, all on the device (docs/method.md A2.2-A2.3)."""
     if features.dim() != 4:
         raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
     B, C, h, w = features.shape
@@ -177,15 +244,23 @@ def sample_class_balanced(
     present = counts >= min_views_per_class
     big = torch.iinfo(torch.int64).max
     min_count = torch.where(present, counts, big).amin() if num_pairs_total else counts.new_tensor(big)
-    stats = torch.stack([present.sum(), min_count])
-    global_stats = pair_stats_reducer(stats) if pair_stats_reducer is not None else stats
-    # The one host synchronisation of this scale (B1): V fixes the output shape.
-    local_pairs, _, num_pairs, min_count, num_invalid = torch.cat(
-        [stats, global_stats, invalid.sum().view(1)]
-    ).tolist()
-    if num_invalid:
-        _raise_invalid(flat, num_classes, ignore_index)
-    views = views_per_pair(num_pairs, min_count, max_views_per_class, max_features_total)
+    return flat, pair, counts, present, torch.stack([present.sum(), min_count]), invalid.sum()
+
+
+def _draw(
+    features: Tensor,
+    flat: Tensor,
+    pair: Tensor,
+    counts: Tensor,
+    present: Tensor,
+    views: int,
+    local_pairs: int,
+    num_classes: int,
+    generator: torch.Generator | None,
+) -> ClassBalancedSample:
+    """The V samples of every present pair of one scale, given the counts read from the device."""
+    device = features.device
+    B, C, h, w = features.shape
     if views == 0 or local_pairs == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return ClassBalancedSample(features.flatten(2)[empty, :, empty], empty, empty, views, local_pairs)

@@ -14,25 +14,103 @@ states the formula), computed in three fused kernels that never hold more than a
 
 No host synchronisation: both sets are sorted by label on the device, each anchor's positives are the
 column window ``[first_i, last_i)`` found by ``searchsorted``, and the kernels read the window bounds
-of their block from device memory. ``matmul_precision`` picks the inputs of the tile products:
-``highest`` (IEEE float32), ``tf32`` or ``bf16`` (tensor cores); every sum, exp and log stays float32
-(docs/method.md B2). Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (the tests).
+of their block from device memory. ``matmul_precision`` picks the inputs of the tile products, both on
+tensor cores: ``tf32`` or ``bf16``; every sum, exp and log stays float32 (docs/method.md B2). There is no
+``highest`` kernel: IEEE float32 ``tl.dot`` has no tensor cores and spilled 4-14 KB of stack per thread,
+three-pass TF32 ("tf32x3") needed 262-295 KB of shared memory and spilled too (compiled for sm_90), so
+``highest`` runs on the blockwise path (cuBLAS float32). Under ``TRITON_INTERPRET=1`` the kernels run on
+CPU tensors (the tests).
+
+``launch_config`` is the one place where tiles, warps and pipeline stages are chosen, and
+``kernel_variants`` lists every compiled variant the code can launch: tests/test_triton_compile.py and
+benchmarks/triton_compile_report.py compile them ahead of time for sm_80 and sm_90 (no GPU needed).
 """
 
 from __future__ import annotations
+
+import os
+from collections.abc import Iterator
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["loss_and_grads"]
+from msccl.contrastive.infonce import MAX_TRITON_DIM as MAX_DIM
+
+__all__ = ["MAX_DIM", "kernel_variants", "launch_config", "loss_and_grads"]
 
 # tl.dot's input_precision of each matmul_precision; bf16 casts the tiles before the product.
-_DOT_PRECISION = {"highest": "ieee", "tf32": "tf32", "bf16": "ieee"}
+_DOT_PRECISION = {"tf32": "tf32", "bf16": "ieee"}
+# Tiles, warps and pipeline stages by the width of the vectors (BLOCK_D), from the resources of the
+# compiled kernels (benchmarks/triton_compile_report.py; tests/test_triton_compile.py holds them to the
+# chips' limits). The gradient kernels keep a [rows, BLOCK_D] float32 accumulator and a tile of the
+# vectors in registers: with 64-row tiles at BLOCK_D = 256 they spilled on sm_80 and needed 196,608 bytes
+# of shared memory (an A100 gives a block 166,912; three TF32 stages of _row_stats needed 263,168, over an
+# H100's 232,448). 32 x 32 tiles with 8 warps fit both chips without spills, and launch twice as many
+# programs (the typical regime has N ~ 1000 samples: 32 row blocks of 32 for 132 SMs).
+_WIDE_FROM = 128
+_TILES = {"narrow": (64, 64, 4, 2), "wide": (32, 32, 8, 2)}  # block rows, block cols, warps, stages
 _FLOAT32_MIN = torch.finfo(torch.float32).min
-# TRITON_INTERPRET=1 when this module was imported: the kernels run on CPU tensors (the tests).
-_INTERPRETED = tl.constexpr(triton.knobs.runtime.interpret)
+# TRITON_INTERPRET=1 when this module was imported: the kernels run on CPU tensors (the tests). Read from
+# the environment, as Triton does: triton.knobs only exists from Triton 3.4 on.
+_INTERPRETED = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+def launch_config(
+    dim: int, matmul_precision: str, block_rows: int | None = None, block_cols: int | None = None
+) -> dict:
+    """Compile-time constants and launch options of the kernels for vectors of ``dim`` columns
+    (``block_rows`` / ``block_cols``: other tiles than the chosen ones, for tests)."""
+    if matmul_precision not in _DOT_PRECISION:
+        raise ValueError(
+            f"matmul_precision must be one of {sorted(_DOT_PRECISION)}, got {matmul_precision!r}"
+        )
+    if dim > MAX_DIM:
+        raise ValueError(f"the Triton kernels take vectors of at most {MAX_DIM} columns, got {dim}")
+    block_d = max(16, triton.next_power_of_2(dim))
+    rows, cols, warps, stages = _TILES["wide" if block_d >= _WIDE_FROM else "narrow"]
+    return {
+        "BF16": matmul_precision == "bf16",
+        "PRECISION": _DOT_PRECISION[matmul_precision],
+        "BLOCK_M": block_rows or rows,
+        "BLOCK_N": block_cols or cols,
+        "BLOCK_D": block_d,
+        "num_warps": warps,
+        "num_stages": stages,
+    }
+
+
+# The widest vectors of each tile choice of launch_config: registers and shared memory only grow with
+# BLOCK_D at fixed tiles and warps, so these bound every narrower one.
+_WIDEST_PER_TILES = (_WIDE_FROM // 2, MAX_DIM)
+_INT_POINTERS = {"ya", "yc", "first", "last"}
+_SCALARS = {"same": "i32", "n_a": "i32", "n_c": "i32", "dim": "i32", "inv_tau": "fp32", "float32_min": "fp32"}
+
+
+def kernel_variants() -> Iterator[tuple[str, triton.JITFunction, dict, dict, dict, dict]]:
+    """(name, kernel, signature, constexprs, attrs, options) of every variant ``loss_and_grads`` can
+    launch (each precision, the widest D of each tile choice), for ``triton.compile(ASTSource(kernel,
+    signature, constexprs, attrs), target, options)``. ``attrs`` are the specialisations a launch makes:
+    16-byte aligned tensors (fresh torch allocations) and, for D = 256, a width divisible by 16."""
+    for precision in _DOT_PRECISION:
+        for dim in _WIDEST_PER_TILES:
+            config = launch_config(dim, precision)
+            options = {key: config.pop(key) for key in ("num_warps", "num_stages")}
+            for kernel in (_row_stats, _anchor_grad, _contrast_grad):
+                signature = {
+                    name: "constexpr"
+                    if name in config
+                    else _SCALARS.get(name, "*i32" if name in _INT_POINTERS else "*fp32")
+                    for name in kernel.arg_names
+                }
+                aligned = [
+                    (i,)
+                    for i, name in enumerate(kernel.arg_names)
+                    if signature[name].startswith("*") or (name == "dim" and dim % 16 == 0)
+                ]
+                attrs = {index: [["tt.divisibility", 16]] for index in aligned}
+                yield f"{kernel.__name__} {precision} D<={dim}", kernel, signature, config, attrs, options
 
 
 def loss_and_grads(
@@ -42,21 +120,19 @@ def loss_and_grads(
     yc: Tensor | None,
     inv_tau: float,
     needs: tuple[bool, bool],
-    matmul_precision: str = "highest",
-    block_rows: int = 64,
-    block_cols: int = 64,
+    matmul_precision: str = "tf32",
+    block_rows: int | None = None,
+    block_cols: int | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """A3 loss of normalised float32 ``za`` [Na, D] against ``zc`` (None: against themselves, self excluded).
 
     Same contract as the blockwise ``_loss_and_grads`` of ``msccl.contrastive.infonce``: the loss and its
     gradients w.r.t. ``za`` and ``zc`` (None where ``needs`` says not needed; with ``zc=None`` the
     anchors' gradient includes their role as contrast samples). ``block_rows`` / ``block_cols`` are the
-    tile sizes (powers of two, at least 16: ``tl.dot``'s minimum); the defaults are not yet tuned on a GPU.
+    tile sizes (powers of two, at least 16: ``tl.dot``'s minimum; default: ``launch_config``'s, not yet
+    timed on a GPU).
     """
-    if matmul_precision not in _DOT_PRECISION:
-        raise ValueError(
-            f"matmul_precision must be one of {sorted(_DOT_PRECISION)}, got {matmul_precision!r}"
-        )
+    constants = launch_config(za.shape[1], matmul_precision, block_rows, block_cols)
     same = zc is None
     need_a, need_c = (needs[0], needs[0]) if same else needs
     n_a = za.shape[0]
@@ -81,21 +157,11 @@ def loss_and_grads(
     first32, last32 = first.int(), last.int()
 
     dim = za.shape[1]
-    constants = {
-        "SAME": same,
-        "BF16": matmul_precision == "bf16",
-        "PRECISION": _DOT_PRECISION[matmul_precision],
-        "BLOCK_M": block_rows,
-        "BLOCK_N": block_cols,
-        "BLOCK_D": max(16, triton.next_power_of_2(dim)),
-    }
-    # Wide tiles (D = 256 in the paper) hold [64, D] float32 accumulators: more warps share the registers.
-    constants["num_warps"] = 8 if constants["BLOCK_D"] >= 128 else 4
-    sizes = (n_a, n_c, dim, float(inv_tau))
+    sizes = (int(same), n_a, n_c, dim, float(inv_tau))
     log_s = torch.empty(n_a, device=za.device, dtype=torch.float32)
     coef = torch.empty_like(log_s)
     loss_rows = torch.empty_like(log_s)
-    row_grid = (triton.cdiv(n_a, block_rows),)
+    row_grid = (triton.cdiv(n_a, constants["BLOCK_M"]),)
     _row_stats[row_grid](
         za, zc, ya32, yc32, first32, last32, weight, log_s, coef, loss_rows, *sizes, _FLOAT32_MIN, **constants
     )
@@ -105,7 +171,7 @@ def loss_and_grads(
         _anchor_grad[row_grid](za, zc, ya32, yc32, weight, log_s, coef, grad_a, *sizes, **constants)
     if need_c:
         grad_c = torch.empty_like(zc)
-        col_grid = (triton.cdiv(n_c, block_cols),)
+        col_grid = (triton.cdiv(n_c, constants["BLOCK_N"]),)
         _contrast_grad[col_grid](za, zc, ya32, yc32, weight, log_s, coef, grad_c, *sizes, **constants)
     loss = loss_rows.sum()
     if same:
@@ -122,12 +188,19 @@ def _tile(ptr, index, n, dim, BLOCK_D: tl.constexpr, BF16: tl.constexpr):
     """Rows ``index`` of a contiguous [n, dim] float32 matrix, zero-padded to BLOCK_D columns."""
     d = tl.arange(0, BLOCK_D)
     mask = (index[:, None] < n) & (d[None, :] < dim)
-    return _operand(tl.load(ptr + index[:, None] * dim + d[None, :], mask=mask, other=0.0), BF16)
+    x = tl.load(ptr + index[:, None] * dim + d[None, :], mask=mask, other=0.0)
+    if not BF16 and _INTERPRETED:
+        # TF32 inputs, rounded as the blockwise path's accuracy model rounds the vectors (to nearest, ties
+        # away): the interpreter multiplies in float32 whatever tl.dot's input_precision. On the GPU the
+        # tensor cores round, dL/dl included (tested there by benchmarks/triton_gate.py).
+        x = ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return _operand(x, BF16)
 
 
 @triton.jit
 def _operand(x, BF16: tl.constexpr):
-    """A float32 tile as a tl.dot operand: unchanged, or rounded to bfloat16 (matmul_precision bf16)."""
+    """A float32 tile as a tl.dot operand: unchanged (TF32: the tensor cores round it), or rounded to
+    bfloat16 (matmul_precision bf16)."""
     if BF16:
         # Round to nearest even on the bits (as torch's .to(bfloat16)): the interpreter's cast truncates.
         bits = x.to(tl.uint32, bitcast=True)
@@ -152,13 +225,13 @@ def _log_sigmoid(x):
 
 
 @triton.jit
-def _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, SAME: tl.constexpr):
-    """(negative, positive) masks of the tile: different labels; same label, not the anchor itself."""
+def _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, same):
+    """(negative, positive) masks of the tile: different labels; same label, not the anchor itself (which
+    is column i of row i when ``same``: one set against itself; a run-time flag, not a constexpr, so that
+    one compiled kernel serves both terms)."""
     valid = (rows[:, None] < n_a) & (cols[None, :] < n_c)
     same_label = y_rows[:, None] == y_cols[None, :]
-    positive = same_label & valid
-    if SAME:
-        positive = positive & (rows[:, None] != cols[None, :])
+    positive = same_label & valid & ((rows[:, None] != cols[None, :]) | (same == 0))
     return (~same_label) & valid, positive
 
 
@@ -172,11 +245,11 @@ def _pair_grad(logits, negative, positive, log_s, coef, weight):
     return tl.where(negative, g_neg, tl.where(positive, g_pos, 0.0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["same"])
 def _row_stats(
     za, zc, ya, yc, first, last, weight, log_s_out, coef_out, loss_out,
-    n_a, n_c, dim, inv_tau, float32_min,
-    SAME: tl.constexpr, BF16: tl.constexpr, PRECISION: tl.constexpr,
+    same, n_a, n_c, dim, inv_tau, float32_min,
+    BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """log S_i by an online log-sum-exp over the negatives, then the loss rows and c_i from the positives."""
@@ -190,7 +263,7 @@ def _row_stats(
         cols = c0 + tl.arange(0, BLOCK_N)
         logits = _dot(a, tl.trans(_tile(zc, cols, n_c, dim, BLOCK_D, BF16)), PRECISION) * inv_tau
         y_cols = tl.load(yc + cols, mask=cols < n_c, other=-1)
-        negative, _ = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, SAME)
+        negative, _ = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, same)
         logits = tl.where(negative, logits, float("-inf"))
         new_max = tl.maximum(run_max, tl.max(logits, axis=1))
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)  # no negative yet: nothing to rescale
@@ -208,7 +281,7 @@ def _row_stats(
         cols = c0 + tl.arange(0, BLOCK_N)
         logits = _dot(a, tl.trans(_tile(zc, cols, n_c, dim, BLOCK_D, BF16)), PRECISION) * inv_tau
         y_cols = tl.load(yc + cols, mask=cols < n_c, other=-1)
-        _, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, SAME)
+        _, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, same)
         margin = logits - log_s[:, None]
         log_p_sum += tl.sum(tl.where(positive, _log_sigmoid(margin), 0.0), axis=1)
         one_minus_p_sum += tl.sum(tl.where(positive, 1.0 / (1.0 + tl.exp(margin)), 0.0), axis=1)
@@ -218,11 +291,11 @@ def _row_stats(
     tl.store(loss_out + rows, -w * log_p_sum, mask=rows < n_a)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["same"])
 def _anchor_grad(
     za, zc, ya, yc, weight, log_s, coef, grad_out,
-    n_a, n_c, dim, inv_tau,
-    SAME: tl.constexpr, BF16: tl.constexpr, PRECISION: tl.constexpr,
+    same, n_a, n_c, dim, inv_tau,
+    BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """dL/dz_i = sum_j G_ij z_j / tau for a block of anchor rows."""
@@ -239,7 +312,7 @@ def _anchor_grad(
         c = _tile(zc, cols, n_c, dim, BLOCK_D, BF16)
         logits = _dot(a, tl.trans(c), PRECISION) * inv_tau
         y_cols = tl.load(yc + cols, mask=cols < n_c, other=-1)
-        negative, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, SAME)
+        negative, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, same)
         g = _pair_grad(logits, negative, positive, row_log_s, row_coef, row_weight)
         acc += _dot(_operand(g, BF16), c, PRECISION)
     d = tl.arange(0, BLOCK_D)
@@ -248,11 +321,11 @@ def _anchor_grad(
     )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["same"])
 def _contrast_grad(
     za, zc, ya, yc, weight, log_s, coef, grad_out,
-    n_a, n_c, dim, inv_tau,
-    SAME: tl.constexpr, BF16: tl.constexpr, PRECISION: tl.constexpr,
+    same, n_a, n_c, dim, inv_tau,
+    BF16: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """dL/dz_j = sum_i G_ij z_i / tau for a block of contrast columns (_anchor_grad's tiles transposed)."""
@@ -267,7 +340,7 @@ def _contrast_grad(
         a = _tile(za, rows, n_a, dim, BLOCK_D, BF16)
         logits = _dot(a, tl.trans(c), PRECISION) * inv_tau
         y_rows = tl.load(ya + rows, mask=row_ok, other=-1)
-        negative, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, SAME)
+        negative, positive = _pair_masks(rows, cols, y_rows, y_cols, n_a, n_c, same)
         row_log_s = tl.load(log_s + rows, mask=row_ok, other=0.0)
         row_coef = tl.load(coef + rows, mask=row_ok, other=0.0)
         row_weight = tl.load(weight + rows, mask=row_ok, other=0.0)
