@@ -339,20 +339,41 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_config_files_are_yaml(args: list[str]) -> None:
-    """A --config file with a YAML syntax error is named, with the line (jsonargparse names neither)."""
+    """Every --config file given is checked by `_check_config_file` before jsonargparse reads it."""
     for flag, value in zip(args, [*args[1:], None], strict=True):
         path = flag.split("=", 1)[1] if flag.startswith("--config=") else value
-        if not (flag.startswith("--config=") or flag in ("--config", "-c")) or path is None:
-            continue
-        try:
-            yaml.safe_load(Path(path).read_text())
-        except OSError:
-            continue  # jsonargparse reports a missing file itself
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or error
-            raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
+        if (flag.startswith("--config=") or flag in ("--config", "-c")) and path is not None:
+            _check_config_file(path)
+
+
+def _check_config_file(path: str) -> None:
+    """One line naming a --config file that is a folder, empty, not text, not YAML (with the line) or not
+    a mapping of settings (jsonargparse prints its usage, or a line without the file, for each)."""
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config {path} is a folder: give a YAML file (e.g. conf/synthetic.yaml)")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return  # jsonargparse reports a missing file itself (or it is a name another rule resolves)
+    except OSError as error:
+        raise ConfigError(f"--config {path} cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text file: give a YAML config file") from None
+    try:
+        settings = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
+    if settings is None:
+        raise ConfigError(f"--config {path} is empty: give a config with settings (e.g. conf/synthetic.yaml)")
+    if not isinstance(settings, dict):
+        raise ConfigError(
+            f"--config {path} holds a {type(settings).__name__}, not a mapping of settings "
+            "(`key: value` lines): give a config such as conf/synthetic.yaml"
+        )
 
 
 def _check_optimizer(model: Namespace | None) -> None:

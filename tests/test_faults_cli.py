@@ -241,6 +241,28 @@ def test_a_mistake_is_one_line_with_exit_1_and_leaves_no_run_directory(
     assert not (in_tmp_dir / "runs").exists() or _runs(in_tmp_dir) == []
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "is empty"),
+        (None, "is a folder"),
+        (b"\x80\x04\x95binary\x00\xff", "is not a text file"),
+        (b"- fit\n- 3\n", "holds a list, not a mapping of settings"),
+    ],
+    ids=["empty", "folder", "binary", "list"],
+)
+def test_a_config_file_that_is_no_config_is_one_line_naming_it(in_tmp_dir, capsys, content, says):
+    path = in_tmp_dir / "my config.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    for form in (["--config", str(path)], [f"--config={path}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *form])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("msccl: error:") and len(err.splitlines()) == 1, err  # no usage text
+        assert f"--config {path} {says}" in err
+
+
 def test_debug_shows_the_traceback_instead(in_tmp_dir):
     with pytest.raises(CheckpointError):
         main(["fit", *TINY_SYNTHETIC, "--ckpt_path=missing.ckpt", "--debug"])
