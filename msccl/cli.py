@@ -19,6 +19,7 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
+from tqdm import tqdm
 
 from msccl import __version__
 from msccl._offline import set_offline_defaults
@@ -440,8 +441,19 @@ def one_line_errors(debug: bool = False) -> Iterator[None]:
             raise
         error = _unwrapped(error)
         message = " ".join(str(error).split()) or type(error).__name__
+        _end_progress_bar_lines()
         sys.stderr.write(f"msccl: error: {message} (--debug shows the traceback)\n")
         sys.exit(1)
+
+
+def _end_progress_bar_lines() -> None:
+    """End the line of every progress bar still drawn (a run that failed mid-epoch leaves Lightning's
+    open, its cursor after `loss=...]`), so that the error starts a line of its own."""
+    streams = {id(bar.fp): bar.fp for bar in list(tqdm._instances) if not bar.disable}  # bars not closed
+    for stream in streams.values():
+        with suppress(Exception):  # a closed or broken stream: nothing to end
+            stream.write("\n")
+            stream.flush()
 
 
 def _unwrapped(error: BaseException) -> BaseException:

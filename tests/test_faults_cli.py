@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import socket
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.pytorch import Callback
 
 from msccl.cli import build_cli, main
 from msccl.training.checkpoint import (
@@ -261,6 +263,30 @@ def test_a_config_file_that_is_no_config_is_one_line_naming_it(in_tmp_dir, capsy
         err = capsys.readouterr().err
         assert err.startswith("msccl: error:") and len(err.splitlines()) == 1, err  # no usage text
         assert f"--config {path} {says}" in err
+
+
+class UserErrorAtStep(Callback):
+    """Raises a user error (ValueError) once optimiser step `step` is done, mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise ValueError(f"a bad value at step {self.step}")
+
+
+def test_an_error_mid_epoch_starts_its_own_line_after_the_progress_bar(in_tmp_dir, capsys, monkeypatch):
+    failing = [f"--trainer.callbacks+={__name__}.UserErrorAtStep", "--trainer.callbacks.step=1"]
+    args = ["fit", *TINY_SYNTHETIC, "--trainer.enable_progress_bar=true", *failing, "--run_dir=run"]
+    monkeypatch.setattr(sys, "stderr", sys.stdout)  # one stream, as on a terminal
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    output = capsys.readouterr().out
+    assert "Epoch 0" in output  # the bar was drawn
+    errors = [line for line in output.splitlines() if "msccl: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("msccl: error: a bad value at step 1"), output[-500:]
 
 
 def test_debug_shows_the_traceback_instead(in_tmp_dir):
