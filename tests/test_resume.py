@@ -169,3 +169,20 @@ def test_resuming_mid_epoch_with_another_batch_size_is_one_line_naming_it(in_tmp
     assert exit_info.value.code == 1
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("msccl: error:")]
     assert len(error) == 1 and "4 samples into epoch 0" in error[0] and "batch_size=8" in error[0]
+
+
+def test_a_position_is_dropped_when_the_trainer_starts_another_epoch():
+    """A checkpoint at the end of an epoch cut short by limit_train_batches holds a mid-epoch position;
+    the trainer goes on with the next epoch, which starts at its beginning, like the uninterrupted run."""
+    data = SyntheticDataModule(num_classes=4, image_size=16, num_train=12, batch_size=4)
+    data.setup("fit")
+    fresh = ResumableDataLoader(data.datasets["train"], 4, seed=7)
+    fresh.sampler.set_epoch(1)
+    expected = [batch["name"] for batch in fresh]
+    resumed = ResumableDataLoader(data.datasets["train"], 4, seed=7)
+    resumed.load_state_dict({"epoch": 0, "samples": 8, "batch_size": 4, "processes": 1})
+    resumed.sampler.set_epoch(1)  # what Lightning does at the start of epoch 1
+    assert [batch["name"] for batch in resumed] == expected and len(expected) == 3
+    resumed.load_state_dict({"epoch": 0, "samples": 8, "batch_size": 4, "processes": 1})
+    resumed.sampler.set_epoch(0)  # the same epoch: it continues at sample 8
+    assert len(list(resumed)) == 1 and resumed.state_dict()["samples"] == 12
