@@ -32,8 +32,9 @@ from msccl.training.callbacks import (
     NonFiniteLossGuard,
     RandomStateCheckpoint,
     WandbValidationImages,
+    resume_command,
 )
-from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, DiskFullError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
 from msccl.training.wandb_agent import add_sweep_logger
@@ -211,10 +212,23 @@ class MscclCLI(LightningCLI):
         try:
             with self._discard_new_run_dir_on_failure():
                 super()._run_subcommand(subcommand)
+        except DiskFullError as error:
+            self._add_resume_command(error)
+            raise
         finally:  # on every way out: Lightning's teardown may have reinstated the run's signal handlers
             for callback in self.trainer.callbacks:
                 if isinstance(callback, InterruptCheckpoint):
                     callback.disarm()
+
+    def _add_resume_command(self, error: DiskFullError) -> None:
+        """Tell `one_line_errors` the command that resumes from the run's newest checkpoint (the one kept)."""
+        folder = self.run_dir / "checkpoints" if self.run_dir is not None else error.path.parent
+        last = folder / "last.ckpt"
+        kept = last if last.is_file() else max(folder.glob("*.ckpt"), key=os.path.getmtime, default=None)
+        if self.subcommand == "fit" and kept is not None and self.command_line is not None:
+            error.after = f"resume with:\n  {resume_command(self.command_line, kept.resolve())}"
+        elif self.subcommand == "fit":
+            error.after = "no checkpoint was saved before: free space and run the command again"
 
     @contextmanager
     def _discard_new_run_dir_on_failure(self) -> Iterator[None]:
@@ -443,6 +457,8 @@ def one_line_errors(debug: bool = False) -> Iterator[None]:
         message = " ".join(str(error).split()) or type(error).__name__
         _end_progress_bar_lines()
         sys.stderr.write(f"msccl: error: {message} (--debug shows the traceback)\n")
+        if after := getattr(error, "after", None):  # what to do next, e.g. the command that resumes
+            sys.stderr.write(f"{after}\n")
         sys.exit(1)
 
 

@@ -341,3 +341,80 @@ def test_msccl_export_refuses_an_altered_checkpoint_in_one_line(trained_run, tmp
     assert err.startswith("msccl export: error: checkpoint") and "altered" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "model.pt").exists()
+
+
+# ---- a full disk ------------------------------------------------------------------------------------
+def _mount_point(folder: Path) -> Path:
+    folder = folder.resolve()
+    while not folder.is_mount():
+        folder = folder.parent
+    return folder
+
+
+def test_a_full_disk_during_a_save_is_one_line_keeps_the_last_checkpoint_and_prints_the_resume_command(
+    in_tmp_dir, capsys, monkeypatch
+):
+    import msccl.training.checkpoint as checkpoint_module
+
+    sealed = checkpoint_module.save_sealed
+
+    def full_after_step_1(checkpoint, file):
+        if checkpoint["global_step"] <= 2:  # the first epoch's checkpoints
+            return sealed(checkpoint, file)
+        file.write(b"PK\x03\x04" + bytes(1000))  # part of the file, then what torch raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(checkpoint_module, "save_sealed", full_after_step_1)
+    args = [
+        "fit",
+        *TINY_SYNTHETIC,
+        "--trainer.limit_train_batches=2",
+        "--trainer.max_epochs=2",
+        "--run_dir=run",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("msccl: error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "inline_container" not in err, err
+    last = (in_tmp_dir / "run" / "checkpoints" / "last.ckpt").resolve()
+    size = max(file.stat().st_size for file in last.parent.glob("*.ckpt"))  # the estimate: the largest
+    assert f"no space left to save checkpoint {in_tmp_dir / 'run' / 'checkpoints'}" in errors[0]
+    assert f"the file system mounted at {_mount_point(in_tmp_dir)} has" in errors[0]
+    assert f"needs about {size / 2**20:.1f} MiB" in errors[0]
+    assert "is kept" in errors[0] or "no file was replaced" in errors[0]
+    verify_checkpoint(last)  # the last good checkpoint, intact, and no temporary file beside it
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert not list(last.parent.glob(".*tmp*"))
+    lines = err.splitlines()
+    resume = lines[lines.index("resume with:") + 1].split()
+    assert resume == ["msccl", *args, f"--ckpt_path={last}"]
+    monkeypatch.setattr(checkpoint_module, "save_sealed", sealed)  # space freed: the command finishes the run
+    build_cli(resume[1:])
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+
+
+def test_a_save_is_refused_before_writing_when_the_last_checkpoint_would_not_fit(tmp_path, monkeypatch):
+    import msccl.training.checkpoint as checkpoint_module
+
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io_.save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "step": 1}, path)
+    before = path.read_bytes()
+    free = path.stat().st_size - 1
+    monkeypatch.setattr(
+        checkpoint_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, free)
+    )
+    with pytest.raises(checkpoint_module.DiskFullError, match=r"has 0.0 MiB free and the checkpoint needs"):
+        io_.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+    def no_space(checkpoint, file):  # what Python's file gives
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint_module, "save_sealed", no_space)
+    with pytest.raises(checkpoint_module.DiskFullError, match="the previous last.ckpt is kept"):
+        io_.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

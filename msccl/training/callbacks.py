@@ -341,7 +341,7 @@ class InterruptCheckpoint(Callback):
             return f"{stopped}; NOT saved (see the warning above): there is no checkpoint to resume from"
         if self.command is None:
             return f"{head}\nresume with ckpt_path={path}"
-        return f"{head}\nresume with:\n  {_resume_command(self.command, path)}"
+        return f"{head}\nresume with:\n  {resume_command(self.command, path)}"
 
 
 def _call_signal_handler(handler: Any, signum: int, frame: Any) -> None:
@@ -362,7 +362,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return status.st_ino, status.st_mtime_ns
 
 
-def _resume_command(command: Sequence[str], checkpoint: Path) -> str:
+def resume_command(command: Sequence[str], checkpoint: Path) -> str:
     """`command` without its `--ckpt_path`, plus `--ckpt_path=<checkpoint>`, quoted for a POSIX shell."""
     kept: list[str] = []
     arguments = iter(command)
