@@ -9,7 +9,7 @@ and predict, and to the validation inside fit only when `during_fit` is set (it 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -46,6 +46,13 @@ class Evaluation:
             B images: B x window_batch_size images per forward. 1 infers them one at a time; more fills
             a GPU (the paper's Cityscapes protocol has 9 windows x 6 scales x 2 flips per image). The
             logits are the same up to float rounding (eval mode: no image sees another).
+        max_whole_pixels: `msccl predict` and `msccl.Segmenter` (`for_size`) infer an image in
+            `large_image_window` windows (sliding, default stride) instead of whole when one of its scaled
+            views has more pixels than this: the network's activations grow with the pixels it sees at
+            once, so a whole photo of tens of megapixels can take gigabytes; in windows they are one
+            window's, plus the averaged logits, (classes + 1) x 4 bytes per pixel. Validation and test
+            keep the configured mode (their protocol).
+        large_image_window: the window (height, width) of those images.
     """
 
     mode: Literal["whole", "sliding"] = "whole"
@@ -56,6 +63,8 @@ class Evaluation:
     size_divisor: int = 32
     during_fit: bool = False
     window_batch_size: int = 1
+    max_whole_pixels: int = 2048 * 2048
+    large_image_window: tuple[int, int] = (1024, 1024)
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "sliding"):
@@ -71,6 +80,19 @@ class Evaluation:
             raise ValueError(f"evaluation.size_divisor must be >= 1, got {self.size_divisor}")
         if self.window_batch_size < 1:
             raise ValueError(f"evaluation.window_batch_size must be >= 1, got {self.window_batch_size}")
+        if self.max_whole_pixels < 1 or len(self.large_image_window) != 2 or min(self.large_image_window) < 1:
+            raise ValueError(
+                "evaluation.max_whole_pixels must be >= 1 and large_image_window [height, width] > 0, got "
+                f"{self.max_whole_pixels} and {self.large_image_window}"
+            )
+
+    def for_size(self, size: Sequence[int]) -> Evaluation:
+        """This evaluation, or for an image of `size` (height, width) whose largest scaled view exceeds
+        `max_whole_pixels` in whole mode, the same in sliding `large_image_window` windows."""
+        largest = _scaled_size(size, max(self.scales))
+        if self.mode != "whole" or largest[0] * largest[1] <= self.max_whole_pixels:
+            return self
+        return replace(self, mode="sliding", crop=tuple(self.large_image_window), stride=None)
 
     @property
     def window_stride(self) -> tuple[int, int]:
