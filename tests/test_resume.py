@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from lightning.pytorch import Callback
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
 from msccl.data.sampling import EpochSampler, RepeatFactorSampler, ResumableDataLoader
+from msccl.training.callbacks import RandomStateCheckpoint
 from msccl.training.checkpoint import AtomicCheckpointIO
 from tests.conftest import TINY_SYNTHETIC
 
@@ -186,3 +188,21 @@ def test_a_position_is_dropped_when_the_trainer_starts_another_epoch():
     resumed.load_state_dict({"epoch": 0, "samples": 8, "batch_size": 4, "processes": 1})
     resumed.sampler.set_epoch(0)  # the same epoch: it continues at sample 8
     assert len(list(resumed)) == 1 and resumed.state_dict()["samples"] == 12
+
+
+@pytest.mark.parametrize(("saved", "processes"), [(2, 2), (2, 1), (1, 2)])
+def test_random_states_each_rank_its_own_or_rank_0s_for_another_process_count(saved, processes, caplog):
+    """A checkpoint of 2 processes resumed on 2 gives rank r its own state; with another count every
+    process takes rank 0's (a run started on that count seeds all alike: seed_everything), and says so."""
+    states = []
+    for seed in range(saved):  # the states of the saved ranks
+        torch.manual_seed(seed)
+        states.append(RandomStateCheckpoint().state_dict()["per_rank"][0])
+    for rank in range(processes):
+        callback = RandomStateCheckpoint()
+        callback.load_state_dict({"per_rank": states})
+        callback.on_train_start(SimpleNamespace(global_rank=rank, world_size=processes), None)
+        expected = states[rank] if saved == processes else states[0]
+        assert torch.equal(torch.get_rng_state(), expected["torch"])
+    said = f"resuming on {processes} processes from a checkpoint of {saved}: every process takes"
+    assert (said in caplog.text) == (saved != processes)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from msccl.data.transforms import denormalise
 
@@ -193,6 +193,12 @@ class RandomStateCheckpoint(Callback):
         if self._to_restore is None:
             return
         states = self._to_restore
+        if len(states) != trainer.world_size:
+            # a run started on this many processes seeds them all alike (seed_everything): so does this
+            rank_zero_info(
+                f"msccl: resuming on {trainer.world_size} processes from a checkpoint of {len(states)}: "
+                "every process takes the random state of the checkpoint's rank 0"
+            )
         _set_random_states(states[trainer.global_rank] if len(states) == trainer.world_size else states[0])
         self._to_restore = None
 
