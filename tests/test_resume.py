@@ -206,3 +206,34 @@ def test_random_states_each_rank_its_own_or_rank_0s_for_another_process_count(sa
         assert torch.equal(torch.get_rng_state(), expected["torch"])
     said = f"resuming on {processes} processes from a checkpoint of {saved}: every process takes"
     assert (said in caplog.text) == (saved != processes)
+
+
+class RecordNames(Callback):
+    """Appends the names of every training batch's images to `<path>` (one line a batch)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with self.path.open("a") as file:
+            file.write(" ".join(batch["name"]) + "\n")
+
+
+def test_resuming_with_another_accumulation_continues_at_the_next_unseen_samples(in_tmp_dir):
+    """Accumulation groups the same batches into optimiser steps: changing it changes neither the order
+    nor the position, so the resumed run sees exactly the batches the first run had not seen yet."""
+    args = [
+        *TINY_SYNTHETIC,
+        _checkpoint_every_two_steps(in_tmp_dir),
+        f"--trainer.callbacks+={__name__}.RecordNames",
+    ]
+    build_cli(["fit", *args, "--trainer.callbacks.path=whole.txt", "--run_dir=whole"])
+    seen = (in_tmp_dir / "whole.txt").read_text().splitlines()
+    assert len(seen) == 6  # two epochs of 3 batches
+    crash = [f"--trainer.callbacks+={__name__}.CrashAtStep", "--trainer.callbacks.step=3"]
+    with pytest.raises(SystemExit):  # killed after step 3; the checkpoint is from step 2
+        build_cli(["fit", *args, "--trainer.callbacks.path=a.txt", *crash])
+    resume = ["--trainer.accumulate_grad_batches=2", "--ckpt_path=last"]
+    build_cli(["fit", *args, "--trainer.callbacks.path=b.txt", *resume])
+    assert (in_tmp_dir / "a.txt").read_text().splitlines() == seen[:3]
+    assert (in_tmp_dir / "b.txt").read_text().splitlines() == seen[2:]
