@@ -365,14 +365,14 @@ def _check_config_file(path: str) -> None:
     """One line naming a --config file that is a folder, empty, not text, not YAML (with the line) or not
     a mapping of settings (jsonargparse prints its usage, or a line without the file, for each)."""
     file = Path(path)
-    if file.is_dir():
+    if os.path.isdir(path):  # (not Path.is_dir: an inline YAML value too long for a file name raises there)
         raise ConfigError(f"--config {path} is a folder: give a YAML file (e.g. conf/synthetic.yaml)")
     try:
         text = file.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return  # jsonargparse reports a missing file itself (or it is a name another rule resolves)
-    except OSError as error:
-        raise ConfigError(f"--config {path} cannot be read ({error.strerror or error})") from None
+    except PermissionError as error:
+        raise ConfigError(f"--config {path} cannot be read ({error.strerror})") from None
+    except OSError:
+        return  # no such file: jsonargparse reports it, or reads the value as inline YAML itself
     except UnicodeDecodeError:
         raise ConfigError(f"--config {path} is not a text file: give a YAML config file") from None
     try:
