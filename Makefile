@@ -21,9 +21,11 @@ demo: $(STAMP)
 # Both cores: two pytest workers (pytest-xdist), each with one torch thread (two threads per worker
 # would oversubscribe the cores); `pytest tests/test_x.py` alone still runs in one process.
 TEST_PARALLEL := -n 2 --dist worksteal
+# more pytest arguments, e.g. `make test PYTEST_ARGS="--shuffle 7"` (the order CI printed)
+PYTEST_ARGS :=
 
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(TEST_PARALLEL)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(TEST_PARALLEL) -m "not slow"

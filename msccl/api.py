@@ -130,4 +130,5 @@ class Segmenter:
 
     @torch.inference_mode()
     def _infer(self, batch: Tensor) -> Tensor:
-        return self.evaluation(self.module, batch.to(self.device)).argmax(1)
+        evaluation = self.evaluation.for_size(batch.shape[-2:])  # large images in windows, as predict
+        return evaluation(self.module, batch.to(self.device)).argmax(1)

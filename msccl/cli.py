@@ -19,6 +19,7 @@ from jsonargparse import Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
+from tqdm import tqdm
 
 from msccl import __version__
 from msccl._offline import set_offline_defaults
@@ -31,8 +32,9 @@ from msccl.training.callbacks import (
     NonFiniteLossGuard,
     RandomStateCheckpoint,
     WandbValidationImages,
+    resume_command,
 )
-from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, load_checkpoint
+from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, DiskFullError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
 from msccl.training.wandb_agent import add_sweep_logger
@@ -210,10 +212,23 @@ class MscclCLI(LightningCLI):
         try:
             with self._discard_new_run_dir_on_failure():
                 super()._run_subcommand(subcommand)
+        except DiskFullError as error:
+            self._add_resume_command(error)
+            raise
         finally:  # on every way out: Lightning's teardown may have reinstated the run's signal handlers
             for callback in self.trainer.callbacks:
                 if isinstance(callback, InterruptCheckpoint):
                     callback.disarm()
+
+    def _add_resume_command(self, error: DiskFullError) -> None:
+        """Tell `one_line_errors` the command that resumes from the run's newest checkpoint (the one kept)."""
+        folder = self.run_dir / "checkpoints" if self.run_dir is not None else error.path.parent
+        last = folder / "last.ckpt"
+        kept = last if last.is_file() else max(folder.glob("*.ckpt"), key=os.path.getmtime, default=None)
+        if self.subcommand == "fit" and kept is not None and self.command_line is not None:
+            error.after = f"resume with:\n  {resume_command(self.command_line, kept.resolve())}"
+        elif self.subcommand == "fit":
+            error.after = "no checkpoint was saved before: free space and run the command again"
 
     @contextmanager
     def _discard_new_run_dir_on_failure(self) -> Iterator[None]:
@@ -339,20 +354,41 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _check_config_files_are_yaml(args: list[str]) -> None:
-    """A --config file with a YAML syntax error is named, with the line (jsonargparse names neither)."""
+    """Every --config file given is checked by `_check_config_file` before jsonargparse reads it."""
     for flag, value in zip(args, [*args[1:], None], strict=True):
         path = flag.split("=", 1)[1] if flag.startswith("--config=") else value
-        if not (flag.startswith("--config=") or flag in ("--config", "-c")) or path is None:
-            continue
-        try:
-            yaml.safe_load(Path(path).read_text())
-        except OSError:
-            continue  # jsonargparse reports a missing file itself
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or error
-            raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
+        if (flag.startswith("--config=") or flag in ("--config", "-c")) and path is not None:
+            _check_config_file(path)
+
+
+def _check_config_file(path: str) -> None:
+    """One line naming a --config file that is a folder, empty, not text, not YAML (with the line) or not
+    a mapping of settings (jsonargparse prints its usage, or a line without the file, for each)."""
+    file = Path(path)
+    if os.path.isdir(path):  # (not Path.is_dir: an inline YAML value too long for a file name raises there)
+        raise ConfigError(f"--config {path} is a folder: give a YAML file (e.g. conf/synthetic.yaml)")
+    try:
+        text = file.read_bytes().decode("utf-8")
+    except PermissionError as error:
+        raise ConfigError(f"--config {path} cannot be read ({error.strerror})") from None
+    except OSError:
+        return  # no such file: jsonargparse reports it, or reads the value as inline YAML itself
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text file: give a YAML config file") from None
+    try:
+        settings = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or error
+        raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
+    if settings is None:
+        raise ConfigError(f"--config {path} is empty: give a config with settings (e.g. conf/synthetic.yaml)")
+    if not isinstance(settings, dict):
+        raise ConfigError(
+            f"--config {path} holds a {type(settings).__name__}, not a mapping of settings "
+            "(`key: value` lines): give a config such as conf/synthetic.yaml"
+        )
 
 
 def _check_optimizer(model: Namespace | None) -> None:
@@ -419,8 +455,21 @@ def one_line_errors(debug: bool = False) -> Iterator[None]:
             raise
         error = _unwrapped(error)
         message = " ".join(str(error).split()) or type(error).__name__
+        _end_progress_bar_lines()
         sys.stderr.write(f"msccl: error: {message} (--debug shows the traceback)\n")
+        if after := getattr(error, "after", None):  # what to do next, e.g. the command that resumes
+            sys.stderr.write(f"{after}\n")
         sys.exit(1)
+
+
+def _end_progress_bar_lines() -> None:
+    """End the line of every progress bar still drawn (a run that failed mid-epoch leaves Lightning's
+    open, its cursor after `loss=...]`), so that the error starts a line of its own."""
+    streams = {id(bar.fp): bar.fp for bar in list(tqdm._instances) if not bar.disable}  # bars not closed
+    for stream in streams.values():
+        with suppress(Exception):  # a closed or broken stream: nothing to end
+            stream.write("\n")
+            stream.flush()
 
 
 def _unwrapped(error: BaseException) -> BaseException:

@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch import Callback
 
 from msccl.cli import build_cli
+from msccl.contrastive import MSCSContrastiveLoss
 from msccl.data.cadis import CADIS_VIDEO_SPLITS
 from msccl.models import PretrainedWeightsNotFound
 from tests.conftest import REPO
@@ -201,7 +202,10 @@ def test_config_holds_the_recipe_and_its_ce_twin_differs_only_in_the_loss(name, 
         "per_device",
         [1.0, 1.0],
     )
-    assert settings["scale_weights"] == [1.0, 0.7, 0.4, 0.1][: len(recipe.taps)]
+    # the default weights, cut to the taps (docs/method.md A4): no list that could miss the network's taps
+    assert settings["scale_weights"] is None
+    loss = MSCSContrastiveLoss(num_classes=2, scale_weights=settings["scale_weights"])
+    assert loss.scale_weights_for(len(recipe.taps)) == [1.0, 0.7, 0.4, 0.1][: len(recipe.taps)]
     assert (settings["min_views_per_class"], settings["max_views_per_class"]) == (5, 2500)
     assert settings["max_features_total"] == 10000 and settings["multi_scale"] and settings["cross_scale"]
     assert (model["contrastive_weight"], model["projection_dim"]) == (0.1, 256)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import shutil
 import socket
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 import yaml
 from jsonargparse import Namespace
+from lightning.pytorch import Callback
 
 from msccl.cli import build_cli, main
 from msccl.training.checkpoint import (
@@ -241,6 +243,52 @@ def test_a_mistake_is_one_line_with_exit_1_and_leaves_no_run_directory(
     assert not (in_tmp_dir / "runs").exists() or _runs(in_tmp_dir) == []
 
 
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "is empty"),
+        (None, "is a folder"),
+        (b"\x80\x04\x95binary\x00\xff", "is not a text file"),
+        (b"- fit\n- 3\n", "holds a list, not a mapping of settings"),
+    ],
+    ids=["empty", "folder", "binary", "list"],
+)
+def test_a_config_file_that_is_no_config_is_one_line_naming_it(in_tmp_dir, capsys, content, says):
+    path = in_tmp_dir / "my config.yaml"
+    path.mkdir() if content is None else path.write_bytes(content)
+    for form in (["--config", str(path)], [f"--config={path}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", *form])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert err.startswith("msccl: error:") and len(err.splitlines()) == 1, err  # no usage text
+        assert f"--config {path} {says}" in err
+
+
+class UserErrorAtStep(Callback):
+    """Raises a user error (ValueError) once optimiser step `step` is done, mid-epoch."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise ValueError(f"a bad value at step {self.step}")
+
+
+def test_an_error_mid_epoch_starts_its_own_line_after_the_progress_bar(in_tmp_dir, capsys, monkeypatch):
+    failing = [f"--trainer.callbacks+={__name__}.UserErrorAtStep", "--trainer.callbacks.step=1"]
+    args = ["fit", *TINY_SYNTHETIC, "--trainer.enable_progress_bar=true", *failing, "--run_dir=run"]
+    monkeypatch.setattr(sys, "stderr", sys.stdout)  # one stream, as on a terminal
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    output = capsys.readouterr().out
+    assert "Epoch 0" in output  # the bar was drawn
+    errors = [line for line in output.splitlines() if "msccl: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("msccl: error: a bad value at step 1"), output[-500:]
+
+
 def test_debug_shows_the_traceback_instead(in_tmp_dir):
     with pytest.raises(CheckpointError):
         main(["fit", *TINY_SYNTHETIC, "--ckpt_path=missing.ckpt", "--debug"])
@@ -293,3 +341,80 @@ def test_msccl_export_refuses_an_altered_checkpoint_in_one_line(trained_run, tmp
     assert err.startswith("msccl export: error: checkpoint") and "altered" in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "model.pt").exists()
+
+
+# ---- a full disk ------------------------------------------------------------------------------------
+def _mount_point(folder: Path) -> Path:
+    folder = folder.resolve()
+    while not folder.is_mount():
+        folder = folder.parent
+    return folder
+
+
+def test_a_full_disk_during_a_save_is_one_line_keeps_the_last_checkpoint_and_prints_the_resume_command(
+    in_tmp_dir, capsys, monkeypatch
+):
+    import msccl.training.checkpoint as checkpoint_module
+
+    sealed = checkpoint_module.save_sealed
+
+    def full_after_step_1(checkpoint, file):
+        if checkpoint["global_step"] <= 2:  # the first epoch's checkpoints
+            return sealed(checkpoint, file)
+        file.write(b"PK\x03\x04" + bytes(1000))  # part of the file, then what torch raises on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(checkpoint_module, "save_sealed", full_after_step_1)
+    args = [
+        "fit",
+        *TINY_SYNTHETIC,
+        "--trainer.limit_train_batches=2",
+        "--trainer.max_epochs=2",
+        "--run_dir=run",
+    ]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("msccl: error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "inline_container" not in err, err
+    last = (in_tmp_dir / "run" / "checkpoints" / "last.ckpt").resolve()
+    size = max(file.stat().st_size for file in last.parent.glob("*.ckpt"))  # the estimate: the largest
+    assert f"no space left to save checkpoint {in_tmp_dir / 'run' / 'checkpoints'}" in errors[0]
+    assert f"the file system mounted at {_mount_point(in_tmp_dir)} has" in errors[0]
+    assert f"needs about {size / 2**20:.1f} MiB" in errors[0]
+    assert "is kept" in errors[0] or "no file was replaced" in errors[0]
+    verify_checkpoint(last)  # the last good checkpoint, intact, and no temporary file beside it
+    assert torch.load(last, weights_only=False)["global_step"] == 2
+    assert not list(last.parent.glob(".*tmp*"))
+    lines = err.splitlines()
+    resume = lines[lines.index("resume with:") + 1].split()
+    assert resume == ["msccl", *args, f"--ckpt_path={last}"]
+    monkeypatch.setattr(checkpoint_module, "save_sealed", sealed)  # space freed: the command finishes the run
+    build_cli(resume[1:])
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+
+
+def test_a_save_is_refused_before_writing_when_the_last_checkpoint_would_not_fit(tmp_path, monkeypatch):
+    import msccl.training.checkpoint as checkpoint_module
+
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io_.save_checkpoint({"state_dict": {"w": torch.ones(1000)}, "step": 1}, path)
+    before = path.read_bytes()
+    free = path.stat().st_size - 1
+    monkeypatch.setattr(
+        checkpoint_module.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(0, 0, free)
+    )
+    with pytest.raises(checkpoint_module.DiskFullError, match=r"has 0.0 MiB free and the checkpoint needs"):
+        io_.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+
+    def no_space(checkpoint, file):  # what Python's file gives
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(checkpoint_module, "save_sealed", no_space)
+    with pytest.raises(checkpoint_module.DiskFullError, match="the previous last.ckpt is kept"):
+        io_.save_checkpoint({"state_dict": {"w": torch.zeros(1000)}, "step": 2}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]

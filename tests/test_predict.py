@@ -95,3 +95,37 @@ def test_predict_writes_every_readable_image_and_lists_the_unreadable_ones(in_tm
     unreadable = captured.err[captured.err.index("2 unreadable images (no output):") :].splitlines()
     assert "corrupt or truncated image" in unreadable[1] and "a_truncated.png" in unreadable[1]
     assert "b_notes.jpg is not an image" in unreadable[2]
+
+
+def test_predict_lists_what_it_skips_and_predicts_large_images_in_windows(in_tmp_dir, capsys):
+    """Other files of the folder are listed as skipped; an image above evaluation.max_whole_pixels is
+    predicted in large_image_window windows, exactly as the sliding evaluation with that crop."""
+    images = in_tmp_dir / "images"
+    (images / "more").mkdir(parents=True)
+    (images / "notes.txt").write_text("taken on Monday")
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(images / "large.png"), rng.integers(0, 256, (100, 90, 3), dtype=np.uint8))
+    cv2.imwrite(str(images / "small.png"), rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    args = ["predict", *TINY_SYNTHETIC, f"--data.init_args.predict_dir={images}"]
+    evaluation = "--model.init_args.evaluation"
+    build_cli(
+        [
+            *args,
+            "--output=bounded",
+            f"{evaluation}.max_whole_pixels=5000",
+            f"{evaluation}.large_image_window=[64,64]",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert "wrote the predictions of 2 of 2 images" in captured.out
+    skipped = captured.out[captured.out.index("skipped 2 not images") :].splitlines()
+    assert skipped[1:] == [f"  {images / 'more'}/", f"  {images / 'notes.txt'}"]
+    windowed = [line for line in captured.err.splitlines() if "max_whole_pixels" in line]
+    assert windowed == [
+        "msccl: large: 100x90 pixels is more than evaluation.max_whole_pixels=5000: "
+        "predicted in 64x64 windows"
+    ]
+    build_cli([*args, "--output=sliding", f"{evaluation}.mode=sliding", f"{evaluation}.crop=[64,64]"])
+    bounded = read_label(in_tmp_dir / "bounded" / "labels" / "large.png")
+    assert bounded.shape == (100, 90)
+    assert np.array_equal(bounded, read_label(in_tmp_dir / "sliding" / "labels" / "large.png"))

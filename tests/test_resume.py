@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from lightning.pytorch import Callback
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
 from msccl.data.sampling import EpochSampler, RepeatFactorSampler, ResumableDataLoader
+from msccl.training.callbacks import RandomStateCheckpoint
 from msccl.training.checkpoint import AtomicCheckpointIO
 from tests.conftest import TINY_SYNTHETIC
 
@@ -169,3 +171,69 @@ def test_resuming_mid_epoch_with_another_batch_size_is_one_line_naming_it(in_tmp
     assert exit_info.value.code == 1
     error = [line for line in capsys.readouterr().err.splitlines() if line.startswith("msccl: error:")]
     assert len(error) == 1 and "4 samples into epoch 0" in error[0] and "batch_size=8" in error[0]
+
+
+def test_a_position_is_dropped_when_the_trainer_starts_another_epoch():
+    """A checkpoint at the end of an epoch cut short by limit_train_batches holds a mid-epoch position;
+    the trainer goes on with the next epoch, which starts at its beginning, like the uninterrupted run."""
+    data = SyntheticDataModule(num_classes=4, image_size=16, num_train=12, batch_size=4)
+    data.setup("fit")
+    fresh = ResumableDataLoader(data.datasets["train"], 4, seed=7)
+    fresh.sampler.set_epoch(1)
+    expected = [batch["name"] for batch in fresh]
+    resumed = ResumableDataLoader(data.datasets["train"], 4, seed=7)
+    resumed.load_state_dict({"epoch": 0, "samples": 8, "batch_size": 4, "processes": 1})
+    resumed.sampler.set_epoch(1)  # what Lightning does at the start of epoch 1
+    assert [batch["name"] for batch in resumed] == expected and len(expected) == 3
+    resumed.load_state_dict({"epoch": 0, "samples": 8, "batch_size": 4, "processes": 1})
+    resumed.sampler.set_epoch(0)  # the same epoch: it continues at sample 8
+    assert len(list(resumed)) == 1 and resumed.state_dict()["samples"] == 12
+
+
+@pytest.mark.parametrize(("saved", "processes"), [(2, 2), (2, 1), (1, 2)])
+def test_random_states_each_rank_its_own_or_rank_0s_for_another_process_count(saved, processes, caplog):
+    """A checkpoint of 2 processes resumed on 2 gives rank r its own state; with another count every
+    process takes rank 0's (a run started on that count seeds all alike: seed_everything), and says so."""
+    states = []
+    for seed in range(saved):  # the states of the saved ranks
+        torch.manual_seed(seed)
+        states.append(RandomStateCheckpoint().state_dict()["per_rank"][0])
+    for rank in range(processes):
+        callback = RandomStateCheckpoint()
+        callback.load_state_dict({"per_rank": states})
+        callback.on_train_start(SimpleNamespace(global_rank=rank, world_size=processes), None)
+        expected = states[rank] if saved == processes else states[0]
+        assert torch.equal(torch.get_rng_state(), expected["torch"])
+    said = f"resuming on {processes} processes from a checkpoint of {saved}: every process takes"
+    assert (said in caplog.text) == (saved != processes)
+
+
+class RecordNames(Callback):
+    """Appends the names of every training batch's images to `<path>` (one line a batch)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        with self.path.open("a") as file:
+            file.write(" ".join(batch["name"]) + "\n")
+
+
+def test_resuming_with_another_accumulation_continues_at_the_next_unseen_samples(in_tmp_dir):
+    """Accumulation groups the same batches into optimiser steps: changing it changes neither the order
+    nor the position, so the resumed run sees exactly the batches the first run had not seen yet."""
+    args = [
+        *TINY_SYNTHETIC,
+        _checkpoint_every_two_steps(in_tmp_dir),
+        f"--trainer.callbacks+={__name__}.RecordNames",
+    ]
+    build_cli(["fit", *args, "--trainer.callbacks.path=whole.txt", "--run_dir=whole"])
+    seen = (in_tmp_dir / "whole.txt").read_text().splitlines()
+    assert len(seen) == 6  # two epochs of 3 batches
+    crash = [f"--trainer.callbacks+={__name__}.CrashAtStep", "--trainer.callbacks.step=3"]
+    with pytest.raises(SystemExit):  # killed after step 3; the checkpoint is from step 2
+        build_cli(["fit", *args, "--trainer.callbacks.path=a.txt", *crash])
+    resume = ["--trainer.accumulate_grad_batches=2", "--ckpt_path=last"]
+    build_cli(["fit", *args, "--trainer.callbacks.path=b.txt", *resume])
+    assert (in_tmp_dir / "a.txt").read_text().splitlines() == seen[:3]
+    assert (in_tmp_dir / "b.txt").read_text().splitlines() == seen[2:]

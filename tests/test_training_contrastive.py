@@ -10,7 +10,7 @@ from msccl.contrastive import MSCSContrastiveLoss
 from msccl.data import SyntheticDataModule
 from msccl.models import FPN
 from msccl.training import ContrastiveWeightSchedule, SegmentationModule
-from tests.conftest import quiet_trainer
+from tests.conftest import TINY_SYNTHETIC, quiet_trainer
 
 NUM_CLASSES = 4
 
@@ -137,3 +137,25 @@ def test_scale_weights_follow_the_taps_and_a_given_list_must_match_them(scale_we
     assert module.contrastive_loss.scale_weights_for(len(module.net.taps)) == expected
     with pytest.raises(ValueError, match="scale_weights has 4 entries but the model gives 2 scales"):
         SegmentationModule(two_taps, NUM_CLASSES, contrastive=loss([1.0, 0.7, 0.4, 0.1]), projection_dim=16)
+
+
+def test_a_cross_scale_only_run_trains_with_a_weight_list_for_other_taps(in_tmp_dir):
+    """multi_scale=False leaves scale_weights unused: the base recipe's 4 weights with 3 taps train (the
+    check once stopped such a run at its first step)."""
+    from msccl.cli import main
+
+    main(
+        [
+            "fit",
+            *TINY_SYNTHETIC,
+            "--trainer.max_steps=1",
+            "--model.init_args.net.init_args.tap_stages=[3, 4, 5]",
+            "--model.init_args.contrastive.init_args.multi_scale=false",
+            "--model.init_args.contrastive.init_args.scale_weights=[1.0, 0.7, 0.4, 0.1]",
+            "--run_dir=cross",
+        ]
+    )
+    checkpoint = torch.load(in_tmp_dir / "cross" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 1
+    logged = (in_tmp_dir / "cross" / "metrics.csv").read_text().splitlines()[0]
+    assert "cs/s0-s2" in logged and "ms/s0" not in logged

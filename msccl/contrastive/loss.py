@@ -236,7 +236,8 @@ class MSCSContrastiveLoss(nn.Module):
         The same samples serve both kinds of term (A2.6).
         """
         num_scales = len(samples)
-        scale_weights = self.scale_weights_for(num_scales)
+        # without multi-scale terms the weights are unused, so a list for other taps is no error
+        scale_weights = self.scale_weights_for(num_scales) if self.multi_scale else []
         pairs = self.cross_scale_pairs_for(num_scales)
         gather = self.budget == "global" and world_size() > 1
         vectors: dict[int, tuple[Tensor, Tensor]] = {}

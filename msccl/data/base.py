@@ -381,14 +381,17 @@ class ImageFolder(Dataset):
     """Every image in a folder (sorted by name), without labels: for `msccl predict`.
 
     An unreadable file does not stop the others: its sample carries no image, only its name, path and
-    "unreadable" (the reason), so the prediction writer can list it at the end.
+    "unreadable" (the reason), so the prediction writer can list it at the end. Entries of the folder
+    without an image extension (notes, subfolders) are not read; `skipped` holds them, for the same list.
     """
 
     def __init__(self, root: str | Path, transform: Transform | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"predict folder {self.root} does not exist")
-        self.paths = sorted(p for p in self.root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        entries = sorted(self.root.iterdir())
+        self.paths = [p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]
+        self.skipped = [p for p in entries if p not in self.paths]
         if not self.paths:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {self.root}")
         self.transform = transform

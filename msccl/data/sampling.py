@@ -23,7 +23,9 @@ the checkpoint is mid-epoch: then every rank continues exactly at the next unsee
 positions `samples + r`, `samples + r + processes`, ... (the one order of the epoch, split anew), each
 sample with its own augmentation seed, and one line says so. Other sizes are refused mid-epoch, naming
 the settings (Lightning counts the epoch's batches, and would count the old ones in the new size); a
-checkpoint at an epoch's end starts the next epoch with any sizes.
+checkpoint at an epoch's end starts the next epoch with any sizes, and so does a position whose epoch the
+trainer has left (an epoch cut short by `limit_train_batches`). Gradient accumulation plays no part: it
+groups the same batches into optimiser steps, so changing it changes neither the order nor the position.
 Transforms must draw from their albumentations generators (`self.random_generator`, `self.py_random`),
 as albumentations' own transforms do; one that uses numpy's or Python's global generator is not
 reproducible.
@@ -125,6 +127,12 @@ class EpochSampler(DistributedSampler):
             self.num_samples = math.ceil(len(order) / world_size)
             self.total_size = self.num_samples * world_size
         self.start = 0
+        self.start_epoch: int | None = None  # the epoch `start` belongs to (None: any)
+
+    def pending_start(self) -> int:
+        """Where the next iteration starts: `start` if it is `start_epoch`'s, else at the beginning (the
+        trainer moved on to another epoch, e.g. the checkpoint ended an epoch cut by limit_train_batches)."""
+        return self.start if self.start_epoch in (None, self.epoch) else 0
 
     def epoch_order(self) -> list[int]:
         """The whole epoch's indices, before the split across ranks."""
@@ -138,7 +146,7 @@ class EpochSampler(DistributedSampler):
         order = self.epoch_order()
         padding = self.total_size - len(order)
         order += (order * math.ceil(padding / len(order)))[:padding] if padding > 0 else []
-        start, self.start = self.start, 0
+        start, self.start = self.pending_start(), 0
         for position in range(start + self.rank, self.total_size, self.num_replicas):
             yield order[position], sample_seed(self.seed, self.epoch, position)
 
@@ -197,7 +205,7 @@ class ResumableDataLoader(DataLoader):
         self.batches = 0
 
     def __iter__(self) -> Iterator[Any]:
-        self.batches = self.sampler.start // self._samples_per_batch
+        self.batches = self.sampler.pending_start() // self._samples_per_batch
         for batch in super().__iter__():
             self.batches += 1
             yield batch
@@ -238,7 +246,7 @@ class ResumableDataLoader(DataLoader):
                 "samples per step"
             )
         self.sampler.set_epoch(epoch)
-        self.sampler.start = samples
+        self.sampler.start, self.sampler.start_epoch = samples, epoch
         self.batches = samples // self._samples_per_batch
 
 

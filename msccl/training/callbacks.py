@@ -29,7 +29,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.trainer.states import TrainerFn
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from msccl.data.transforms import denormalise
 
@@ -193,6 +193,12 @@ class RandomStateCheckpoint(Callback):
         if self._to_restore is None:
             return
         states = self._to_restore
+        if len(states) != trainer.world_size:
+            # a run started on this many processes seeds them all alike (seed_everything): so does this
+            rank_zero_info(
+                f"msccl: resuming on {trainer.world_size} processes from a checkpoint of {len(states)}: "
+                "every process takes the random state of the checkpoint's rank 0"
+            )
         _set_random_states(states[trainer.global_rank] if len(states) == trainer.world_size else states[0])
         self._to_restore = None
 
@@ -341,7 +347,7 @@ class InterruptCheckpoint(Callback):
             return f"{stopped}; NOT saved (see the warning above): there is no checkpoint to resume from"
         if self.command is None:
             return f"{head}\nresume with ckpt_path={path}"
-        return f"{head}\nresume with:\n  {_resume_command(self.command, path)}"
+        return f"{head}\nresume with:\n  {resume_command(self.command, path)}"
 
 
 def _call_signal_handler(handler: Any, signum: int, frame: Any) -> None:
@@ -362,7 +368,7 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return status.st_ino, status.st_mtime_ns
 
 
-def _resume_command(command: Sequence[str], checkpoint: Path) -> str:
+def resume_command(command: Sequence[str], checkpoint: Path) -> str:
     """`command` without its `--ckpt_path`, plus `--ckpt_path=<checkpoint>`, quoted for a POSIX shell."""
     kept: list[str] = []
     arguments = iter(command)

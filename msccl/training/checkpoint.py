@@ -10,6 +10,10 @@ The digest is the zip file's comment, written with the zip's end record as the f
 end record is held back while torch writes, so until the seal is on disk the file has no end record and
 is no zip at all. Every state a killed save can leave is a prefix of the sealed file, and none of them
 loads (`verify_checkpoint` refuses each): there is no complete checkpoint without its digest.
+
+A full disk is a `DiskFullError`: one line naming the file system and the space needed, the previous
+checkpoint untouched; a save that cannot fit beside the largest checkpoint already there is refused before
+anything is written.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import errno
 import hashlib
 import os
 import pickle
+import shutil
 import socket
 import zipfile
 from collections.abc import Iterator
@@ -28,7 +33,14 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.fabric.utilities.rank_zero import rank_zero_warn
 
-__all__ = ["AtomicCheckpointIO", "CheckpointError", "load_checkpoint", "save_sealed", "verify_checkpoint"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "DiskFullError",
+    "load_checkpoint",
+    "save_sealed",
+    "verify_checkpoint",
+]
 
 SEAL = b"msccl-sha256:"
 """Start of the zip comment of a checkpoint msccl wrote; then the hex SHA-256 of every byte before the
@@ -38,6 +50,27 @@ _END_RECORD = 22  # bytes of a zip's end-of-central-directory record without com
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, truncated, not a checkpoint, or altered since saved."""
+
+
+class DiskFullError(OSError):
+    """A checkpoint the disk has no room for; the message names the file system and the space needed.
+
+    Nothing is replaced: the previous checkpoint at the path stays as it was.
+    """
+
+    def __init__(self, path: Path, needed: int, written: int = 0) -> None:
+        folder = path.parent
+        free = shutil.disk_usage(folder).free if folder.exists() else 0
+        need = (
+            f"about {_size(needed)}" if needed else f"more than the {_size(written)} written when it failed"
+        )
+        kept = f"the previous {path.name} is kept" if path.is_file() else "no file was replaced"
+        super().__init__(
+            f"no space left to save checkpoint {path}: the file system mounted at {_mount_point(folder)} has "
+            f"{_size(free)} free and the checkpoint needs {need}; {kept}. Free space there (or set "
+            "trainer.default_root_dir / --run_dir on another disk) and resume"
+        )
+        self.path, self.needed = path, needed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,6 +109,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_temporaries_of_dead_processes(path)
+        needed = _expected_size(path)
+        if needed > shutil.disk_usage(path.parent).free:  # cheap: refuse before writing anything
+            raise DiskFullError(path, needed)
         temporary = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
         try:
             with open(temporary, "wb") as file:
@@ -83,6 +119,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)
+        except (OSError, RuntimeError) as error:
+            if not _is_disk_full(error):
+                raise
+            written = temporary.stat().st_size if temporary.exists() else 0
+            raise DiskFullError(path, needed, written) from error
         finally:
             temporary.unlink(missing_ok=True)
         _fsync_directory(path.parent)
@@ -98,6 +139,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             rank_zero_warn(f"kept {path}: the checkpoint meant to replace it was not written")
             return
         super().remove_checkpoint(path)
+
+
+def _expected_size(path: Path) -> int:
+    """Bytes the next checkpoint at `path` will take: the largest checkpoint already in its folder (the
+    same model and optimiser give files of nearly the same size); 0 for the first."""
+    sizes = [file.stat().st_size for file in path.parent.glob("*.ckpt") if file.is_file()]
+    return max(sizes, default=0)
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """ENOSPC / EDQUOT, raised by Python's file or by torch's zip writer, which reports a write the disk
+    refused as a position it did not reach (`[enforce fail at inline_container.cc] unexpected pos`)."""
+    for cause in (error, error.__cause__, error.__context__):
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+    return isinstance(error, RuntimeError) and "unexpected pos" in str(error)
+
+
+def _mount_point(folder: Path) -> Path:
+    """The mount point of the file system that holds `folder`."""
+    folder = folder.resolve()
+    while not os.path.ismount(folder) and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count < 2**30 else f"{count / 2**30:.2f} GiB"
 
 
 def _remove_temporaries_of_dead_processes(path: Path) -> None:

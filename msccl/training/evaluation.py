@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -60,6 +60,13 @@ class Evaluation:
         align_corners: `align_corners` of the bilinear resize of each scale's result back to the input
             size (the official Cityscapes protocol follows its HRNet config: true). Images are always
             resized with half-pixel centres, as OpenCV's INTER_LINEAR does in the official code.
+        max_whole_pixels: `msccl predict` and `msccl.Segmenter` (`for_size`) infer an image in
+            `large_image_window` windows (sliding, default stride) instead of whole when one of its scaled
+            views has more pixels than this: the network's activations grow with the pixels it sees at
+            once, so a whole photo of tens of megapixels can take gigabytes; in windows they are one
+            window's, plus the averaged logits, (classes + 1) x 4 bytes per pixel. Validation and test
+            keep the configured mode (their protocol).
+        large_image_window: the window (height, width) of those images.
     """
 
     mode: Literal["whole", "sliding"] = "whole"
@@ -73,6 +80,8 @@ class Evaluation:
     fusion: Literal["mean_logits", "sum_exp"] = "mean_logits"
     whole_below_scale: float | None = None
     align_corners: bool = False
+    max_whole_pixels: int = 2048 * 2048
+    large_image_window: tuple[int, int] = (1024, 1024)
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "sliding"):
@@ -94,6 +103,19 @@ class Evaluation:
             raise ValueError(
                 "evaluation.whole_below_scale needs mode=sliding (it picks whole images or windows)"
             )
+        if self.max_whole_pixels < 1 or len(self.large_image_window) != 2 or min(self.large_image_window) < 1:
+            raise ValueError(
+                "evaluation.max_whole_pixels must be >= 1 and large_image_window [height, width] > 0, got "
+                f"{self.max_whole_pixels} and {self.large_image_window}"
+            )
+
+    def for_size(self, size: Sequence[int]) -> Evaluation:
+        """This evaluation, or for an image of `size` (height, width) whose largest scaled view exceeds
+        `max_whole_pixels` in whole mode, the same in sliding `large_image_window` windows."""
+        largest = _scaled_size(size, max(self.scales))
+        if self.mode != "whole" or largest[0] * largest[1] <= self.max_whole_pixels:
+            return self
+        return replace(self, mode="sliding", crop=tuple(self.large_image_window), stride=None)
 
     @property
     def window_stride(self) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Literal
@@ -198,7 +199,18 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         if "unreadable" in batch:  # ImageFolder's sample of a file it could not read: nothing to infer
             return {"name": batch["name"], "path": batch["path"], "unreadable": batch["unreadable"]}
-        prediction = self.infer(batch["image"]).argmax(1)
+        images = batch["image"]
+        evaluation = self.evaluation.for_size(images.shape[-2:])
+        if evaluation is not self.evaluation:
+            (height, width), (crop_h, crop_w) = images.shape[-2:], evaluation.crop
+            limit = f"evaluation.max_whole_pixels={self.evaluation.max_whole_pixels}"
+            names = ", ".join(batch["name"])
+            print(
+                f"msccl: {names}: {height}x{width} pixels is more than {limit}: predicted in "
+                f"{crop_h}x{crop_w} windows",
+                file=sys.stderr,
+            )
+        prediction = evaluation(self, images).argmax(1)
         return {"name": batch["name"], "path": batch.get("path"), "prediction": prediction}
 
     # ---- metrics ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
 
-from msccl.data.base import IGNORE_INDEX, read_image
+from msccl.data.base import IGNORE_INDEX, IMAGE_EXTENSIONS, read_image
 from msccl.plots.legend import add_legend
 
 __all__ = ["IGNORE_COLOUR", "PredictionWriter", "colourise", "overlay", "write_label_png"]
@@ -93,9 +93,21 @@ class PredictionWriter(BasePredictionWriter):
             self.write(name, path, label)
 
     def on_predict_end(self, trainer, pl_module) -> None:
-        """Say what was written and list every unreadable input with its reason."""
+        """Say what was written, list the folder's entries that are no images (skipped) and every
+        unreadable input with its reason."""
         total = len(self.written) + len(self.unreadable)
         print(f"wrote the predictions of {len(self.written)} of {total} images to {self.output_dir}")
+        loaders = trainer.predict_dataloaders
+        skipped = [
+            path
+            for loader in (loaders if isinstance(loaders, (list, tuple)) else [loaders])
+            for path in getattr(getattr(loader, "dataset", None), "skipped", [])
+        ]
+        if skipped:
+            print(
+                f"skipped {len(skipped)} not images (no {', '.join(IMAGE_EXTENSIONS)} file):"
+                + "".join(f"\n  {path}{'/' if path.is_dir() else ''}" for path in skipped)
+            )
         if self.unreadable:
             reasons = "".join(f"\n  {reason}" for reason in self.unreadable.values())
             print(f"{len(self.unreadable)} unreadable images (no output):{reasons}", file=sys.stderr)
