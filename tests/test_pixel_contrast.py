@@ -246,8 +246,12 @@ def test_module_projects_the_concatenated_taps_and_passes_predictions():
         )
 
     torch.manual_seed(0)
-    module = SegmentationModule(net, 4, contrastive=pixel, projection_dim=8)
+    module = SegmentationModule(net, 4, contrastive=pixel, projection_dim=8, projection_layout="convmlp")
     assert len(module.projection_heads) == 1
+    # ContrastiveSeg's convmlp head: conv with bias, BatchNorm, ReLU, conv (P1)
+    kinds = [type(layer).__name__ for layer in module.projection_heads[0]]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    assert module.projection_heads[0][0].bias is not None
     assert module.projection_heads[0].in_channels == sum(tap.channels for tap in module.net.taps)
     images = torch.randn(2, 3, 32, 32)
     labels = torch.randint(0, 4, (2, 32, 32))

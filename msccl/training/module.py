@@ -14,6 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from msccl.contrastive import ProjectionHeads, SegmentationContrastiveLoss
+from msccl.contrastive.heads import ProjectionLayout
 from msccl.data.base import IGNORE_INDEX, distinct_palette
 from msccl.models import NetBuilder, SegmentationOutput
 from msccl.training.evaluation import Evaluation
@@ -47,6 +48,7 @@ class SegmentationModule(L.LightningModule):
         projection_dim: channels of the projection heads' output (256 in the paper, A1).
         projection_bn_momentum: momentum of the projection heads' BatchNorms (the official code: 0.0003;
             it only moves running statistics, which nothing uses: the heads never run at inference).
+        projection_layout: `mscs` (the paper's heads, A1) or `convmlp` (ContrastiveSeg's, P1).
         optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
         poly_power: exponent of the per-iteration poly decay of the learning rate.
         warmup_steps: iterations of linear warm-up before the poly decay.
@@ -76,6 +78,7 @@ class SegmentationModule(L.LightningModule):
         contrastive_weight: float = 0.1,
         projection_dim: int = 256,
         projection_bn_momentum: float = 0.1,
+        projection_layout: ProjectionLayout = "mscs",
         optimizer: OptimizerCallable | None = None,
         poly_power: float = 0.9,
         warmup_steps: int = 0,
@@ -115,6 +118,7 @@ class SegmentationModule(L.LightningModule):
                 self.contrastive_loss.projection_channels([tap.channels for tap in self.net.taps]),
                 projection_dim,
                 projection_bn_momentum,
+                projection_layout,
             )
         )
         self.contrastive_weight = contrastive_weight
