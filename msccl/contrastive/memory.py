@@ -71,12 +71,13 @@ class PixelSegmentMemory(nn.Module):
         """P8: the contrast vectors [M, D] and labels [M], a copy in the original's order: per class the
         segment entries then the pixel entries; with ``skip_class_zero`` classes 1..K-1 and then as many
         zero vectors labelled 0 (the original's unfilled rows)."""
-        queue = torch.cat([self.segment_queue, self.pixel_queue], dim=1)
-        labels = torch.arange(self.num_classes, device=queue.device).repeat_interleave(queue.shape[1])
-        if self.skip_class_zero:
-            queue = torch.cat([queue[1:], torch.zeros_like(queue[:1])])
-            labels = torch.cat([labels[queue.shape[1] :], torch.zeros_like(labels[: queue.shape[1]])])
-        return queue.reshape(-1, queue.shape[-1]), labels
+        classes, size, dim = self.segment_queue.shape
+        first = 1 if self.skip_class_zero else 0
+        queue = self.segment_queue.new_zeros(classes, 2 * size, dim)  # one copy, the zero rows included
+        queue[: classes - first, :size] = self.segment_queue[first:]
+        queue[: classes - first, size:] = self.pixel_queue[first:]
+        labels = torch.arange(first, classes + first, device=queue.device) % classes
+        return queue.reshape(-1, dim), labels.repeat_interleave(2 * size)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> None:

@@ -269,18 +269,20 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
         # P2: nearest downsampling (PyTorch's, as the original: the top-left pixel of each block)
         small = self._nearest(labels, (h, w)).reshape(batch, -1)
         predicted = self._nearest(predictions, (h, w)).reshape(batch, -1)
-        # P1: the original's head ends in F.normalize over channels; float32 from here (float64 stays)
-        z = F.normalize(x if x.dtype == torch.float64 else x.float(), dim=1).reshape(batch, x.shape[1], -1)
         draws = torch.rand(small.shape, generator=generator, device=x.device)
         sample = sample_hard_anchors(
             small, predicted, self.num_classes, self.ignore_index, self.max_samples, self.max_views, draws
         )
+        # float32 from here (float64 stays, for exact tests)
+        flat = (x if x.dtype == torch.float64 else x.float()).reshape(batch, x.shape[1], -1)
         if sample is None:
             loss = x.sum() * 0.0  # keeps the projection in the graph (DDP); the original raises here
             terms = {name: x.new_zeros(()) for name in ("anchors", "views", "hard_fraction")}
         else:
-            rows = z.transpose(1, 2).reshape(-1, z.shape[1])
-            anchors = rows[sample.index]
+            pixels = flat.shape[2]
+            # P1: the original's head ends in F.normalize over channels; normalising only the gathered
+            # vectors is the same per vector, and neither the map-sized copy nor its gradient is needed
+            anchors = F.normalize(flat[sample.index // pixels, :, sample.index % pixels], dim=-1)
             contrast = None if self.memory is None else self.memory.contrast_set()
             loss = pixel_contrast_loss(
                 anchors,
@@ -296,7 +298,8 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
                 "hard_fraction": sample.hard_views.sum() / sample.index.numel(),
             }
         if self.memory is not None:
-            self._enqueue(z.detach(), labels, small, generator)
+            with torch.no_grad():
+                self._enqueue(F.normalize(flat.detach(), dim=1), labels, small, generator)
         return loss, terms
 
     def _nearest(self, labels: Tensor, size: tuple[int, int]) -> Tensor:
