@@ -291,3 +291,55 @@ def test_a_killed_run_with_memory_resumes_to_the_same_queues_and_weights(in_tmp_
     assert expected["state_dict"][queue].sum() > 0  # the queues moved
     for name, tensor in expected["state_dict"].items():
         assert torch.equal(actual["state_dict"][name], tensor), name
+
+
+def _memory_loss() -> PixelContrastLoss:
+    # every pixel of a class enters the pixel queue (pool "class", K >= any count) without overlap, so the
+    # queues do not depend on the draw, only on which keys were enqueued
+    torch.manual_seed(3)
+    return PixelContrastLoss(
+        4, IGNORE, max_views=2, embedding_dim=6, memory_size=120, pixel_update_freq=40,
+        pixel_queue_pool="class", pixel_pointer_advance="count", memory_skips_class_zero=False,
+    ).double()  # fmt: skip
+
+
+def _ddp_worker(rank: int, port: int, out_dir: str) -> None:
+    import os
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=timedelta(seconds=60))
+    try:
+        features, labels, predictions = _inputs(5, size=6)
+        loss_fn = _memory_loss()
+        mine = slice(rank, rank + 1)
+        loss_fn([features[mine]], labels[mine], predictions[mine])
+        torch.save(dict(loss_fn.memory.named_buffers()), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_every_rank_enqueues_the_keys_of_all_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    features, labels, predictions = _inputs(5, size=6)
+    single = _memory_loss()
+    single([features], labels, predictions)  # one process, both images
+    expected = dict(single.memory.named_buffers())
+    assert expected["pixel_queue_ptr"].sum() > 0
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for name in ("segment_queue", "segment_queue_ptr", "pixel_queue_ptr"):
+            torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-12, msg=name)
+        for c in range(4):  # the same keys per class; their order within an image follows the draw
+            rows = [torch.tensor(sorted(map(tuple, q["pixel_queue"][c].tolist()))) for q in (got, expected)]
+            torch.testing.assert_close(rows[0], rows[1], rtol=0, atol=1e-12)
