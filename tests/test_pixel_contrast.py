@@ -343,3 +343,14 @@ def test_under_ddp_every_rank_enqueues_the_keys_of_all_ranks(tmp_path):
         for c in range(4):  # the same keys per class; their order within an image follows the draw
             rows = [torch.tensor(sorted(map(tuple, q["pixel_queue"][c].tolist()))) for q in (got, expected)]
             torch.testing.assert_close(rows[0], rows[1], rtol=0, atol=1e-12)
+
+
+def test_an_embedding_dim_other_than_the_projection_dim_stops_the_module_at_construction():
+    def net(num_classes):
+        return FPN(num_classes, pyramid_channels=32, segmentation_channels=32)
+
+    def pixel(num_classes, ignore_index):
+        return PixelContrastLoss(num_classes, ignore_index, embedding_dim=256)
+
+    with pytest.raises(ValueError, match="contrastive.init_args.embedding_dim"):
+        SegmentationModule(net, 4, contrastive=pixel, projection_dim=64)

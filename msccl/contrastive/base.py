@@ -28,5 +28,6 @@ class SegmentationContrastiveLoss(nn.Module):
         """The maps to project, from the network's taps (highest resolution first)."""
         return list(taps)
 
-    def validate_taps(self, num_taps: int) -> None:
-        """Raise ValueError now, at construction, if the loss cannot work with ``num_taps`` taps."""
+    def validate_setup(self, num_taps: int, projection_dim: int) -> None:
+        """Raise ValueError now, at construction, if the loss cannot work with ``num_taps`` taps projected
+        to ``projection_dim`` channels."""

@@ -152,7 +152,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
         """
         return self.loss_from_samples(self.draw_samples(features, labels, generator=generator))
 
-    def validate_taps(self, num_taps: int) -> None:
+    def validate_setup(self, num_taps: int, projection_dim: int) -> None:
         if self.multi_scale:
             self.scale_weights_for(num_taps)
 

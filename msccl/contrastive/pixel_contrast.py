@@ -240,6 +240,17 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
         ]
         return [torch.cat(resized, dim=1)]
 
+    def validate_setup(self, num_taps: int, projection_dim: int) -> None:
+        if projection_dim != self.embedding_dim:
+            raise ValueError(self._dim_message(projection_dim))
+
+    def _dim_message(self, channels: int) -> str:
+        return (
+            f"the projection has {channels} channels but PixelContrastLoss.embedding_dim is "
+            f"{self.embedding_dim}: set model.init_args.contrastive.init_args.embedding_dim to "
+            "model.init_args.projection_dim"
+        )
+
     # ---- the loss -----------------------------------------------------------------------------------
     def forward(
         self,
@@ -259,11 +270,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
                 f"{tuple(labels.shape)} and {tuple(predictions.shape)}"
             )
         if x.shape[1] != self.embedding_dim:
-            raise ValueError(
-                f"the projection has {x.shape[1]} channels but PixelContrastLoss.embedding_dim is "
-                f"{self.embedding_dim}: set model.init_args.contrastive.init_args.embedding_dim to "
-                "model.init_args.projection_dim"
-            )
+            raise ValueError(self._dim_message(x.shape[1]))
         check_labels(labels, self.num_classes, self.ignore_index)
         batch, _, h, w = x.shape
         # P2: nearest downsampling (PyTorch's, as the original: the top-left pixel of each block)

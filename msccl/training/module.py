@@ -110,7 +110,7 @@ class SegmentationModule(L.LightningModule):
         self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
         if self.contrastive_loss is not None:
             # e.g. a scale_weights list of the wrong length stops the run now, not at the first step (A4)
-            self.contrastive_loss.validate_taps(len(self.net.taps))
+            self.contrastive_loss.validate_setup(len(self.net.taps), projection_dim)
         self.projection_heads = (
             None
             if contrastive is None
