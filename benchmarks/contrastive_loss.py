@@ -14,6 +14,14 @@ blockwise). Each msccl row also gives its accuracy against the float64 blockwise
 samples: the loss's relative error and the cosine of the gradients w.r.t. the sampled vectors (issue 13's
 targets: 1e-5 / 0.9999 with float32 inputs, 1e-3 / 0.999 at bf16).
 
+Pixel contrast (Wang et al., ICCV 2021; docs/method.md P) on the stride-4 map as its projected feature,
+with predictions that differ from the labels on 30% of the pixels: ``pixel-msccl`` (msccl's
+``PixelContrastLoss``) against ``pixel-baseline`` (``benchmarks/pixel_contrast_baseline.py``, the
+original's loops written from the description), and with the memory banks at the original's memory
+settings (5000 entries per class and queue, 10 pixels per step, temperature 0.07, 1 view per class; the
+step includes the enqueue): ``pixel-memory-msccl`` against ``pixel-memory-baseline``. Their speed-up is
+against their own baseline; their N is the number of anchor views.
+
 Every (implementation, regime) runs in a fresh subprocess. Peak memory is the peak resident set size
 (Linux VmHWM, reset through /proc/self/clear_refs just before the first step) minus the resident set
 size at that moment, i.e. what one forward+backward adds on top of its inputs (the feature-map
@@ -53,9 +61,24 @@ IMPLEMENTATIONS: dict[str, dict | None] = {
     "triton-tf32": {"kernel": "triton", "matmul_precision": "tf32"},
     "triton-bf16": {"kernel": "triton", "matmul_precision": "bf16"},
 }
+# implementation -> (memory banks, loop baseline) of pixel contrast; its speed-up is against BASELINE_OF
+PIXEL_IMPLEMENTATIONS: dict[str, tuple[bool, bool]] = {
+    "pixel-baseline": (False, True),
+    "pixel-msccl": (False, False),
+    "pixel-memory-baseline": (True, True),
+    "pixel-memory-msccl": (True, False),
+}
+BASELINE_OF = {
+    impl: "pixel-memory-baseline" if memory else "pixel-baseline"
+    for impl, (memory, _) in PIXEL_IMPLEMENTATIONS.items()
+}
+PIXEL_SETTINGS = {"temperature": 0.1, "base_temperature": 0.07, "max_samples": 1024, "max_views": 100}
+PIXEL_MEMORY_SETTINGS = {**PIXEL_SETTINGS, "temperature": 0.07, "max_views": 1, "pixel_update_freq": 10}
+MEMORY_SIZE = 5000
+PIXEL = ["pixel-baseline", "pixel-msccl", "pixel-memory-baseline", "pixel-memory-msccl"]
 DEFAULT_IMPLEMENTATIONS = {
-    "cpu": ["baseline", "msccl"],
-    "cuda": ["baseline", "msccl", "triton-tf32", "triton-bf16"],
+    "cpu": ["baseline", "msccl", *PIXEL],
+    "cuda": ["baseline", "msccl", "triton-tf32", "triton-bf16", *PIXEL],
 }
 
 
@@ -92,6 +115,47 @@ def make_features(seed: int = 1, batch: int = BATCH) -> list[torch.Tensor]:
     return [torch.randn(batch, CHANNELS, SIZE // s, SIZE // s, generator=g).requires_grad_() for s in STRIDES]
 
 
+def make_predictions(labels: torch.Tensor, seed: int = 2) -> torch.Tensor:
+    """Predicted ids: the labels, with a random class on 30% of the pixels (and on every ignored one)."""
+    g = torch.Generator().manual_seed(seed)
+    wrong = torch.randint(0, CLASSES, labels.shape, generator=g)
+    flip = (torch.rand(labels.shape, generator=g) < 0.3) | (labels == IGNORE)
+    return torch.where(flip, wrong, labels)
+
+
+def pixel_step(impl: str, labels: torch.Tensor, feature: torch.Tensor, samples: list[int]):
+    """One forward+backward of a pixel-contrast implementation on the stride-4 map (a closure)."""
+    from pixel_contrast_baseline import LoopPixelContrastLoss
+
+    from msccl.contrastive import PixelContrastLoss
+
+    memory, loop = PIXEL_IMPLEMENTATIONS[impl]
+    predictions = make_predictions(labels.cpu()).to(labels.device)
+    settings = PIXEL_MEMORY_SETTINGS if memory else PIXEL_SETTINGS
+    torch.manual_seed(0)  # the same initial queues for both implementations
+    loss_fn = PixelContrastLoss(
+        CLASSES, IGNORE, embedding_dim=CHANNELS, memory_size=MEMORY_SIZE if memory else 0, **settings
+    ).to(feature.device)
+    if loop:
+        queues = None if loss_fn.memory is None else dict(loss_fn.memory.named_buffers())
+        baseline = LoopPixelContrastLoss(CLASSES, IGNORE, memory=queues, **settings)
+
+        def step() -> float:
+            loss = baseline(feature, labels, predictions)
+            loss.backward()
+            return loss.item()
+
+        return step
+
+    def step() -> float:
+        loss, terms = loss_fn([feature], labels, predictions)
+        loss.backward()
+        samples[:] = [int(terms["anchors"] * terms["views"])]
+        return loss.item()
+
+    return step
+
+
 def _rss_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -113,8 +177,11 @@ def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: s
     labels = make_labels(regime, batch=batch).to(device)
     features = [x.detach().to(device).requires_grad_() for x in make_features(batch=batch)]
     samples: list[int] = []
-    settings = IMPLEMENTATIONS[impl]
-    if settings is not None:
+    settings = IMPLEMENTATIONS.get(impl)
+    if impl in PIXEL_IMPLEMENTATIONS:
+        features = features[:1]  # the stride-4 map stands for the projected decoder feature (P1)
+        step = pixel_step(impl, labels, features[0], samples)
+    elif settings is not None:
         loss_fn = MSCSContrastiveLoss(num_classes=CLASSES, **settings)
 
         def step() -> float:
@@ -162,7 +229,7 @@ def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: s
         "loss": loss,
         "samples": samples,
     }
-    if settings is not None:
+    if settings is not None:  # MS + CS rows: accuracy against the float64 loss
         result.update(accuracy(loss_fn, features, labels))
     return result
 
@@ -198,7 +265,10 @@ def main() -> None:
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
-        "--impls", nargs="+", choices=list(IMPLEMENTATIONS), help="default: baseline msccl (CPU), all (CUDA)"
+        "--impls",
+        nargs="+",
+        choices=[*IMPLEMENTATIONS, *PIXEL_IMPLEMENTATIONS],
+        help="default: baseline msccl and the pixel-contrast rows (CPU), all (CUDA)",
     )
     parser.add_argument(
         "--batch", type=int, default=BATCH, help=f"images (default {BATCH}, docs/method.md B8)"
@@ -271,12 +341,11 @@ def main() -> None:
     ]
     rows = []
     for regime in args.regimes:
-        base = results.get((regime, "baseline"))
         n = next(
             (
                 ", ".join(str(v) for v in results[regime, i]["samples"])
                 for i in impls
-                if i != "baseline" and (regime, i) in results
+                if i in IMPLEMENTATIONS and i != "baseline" and (regime, i) in results
             ),
             "",
         )
@@ -284,10 +353,15 @@ def main() -> None:
             if (regime, impl) not in results:
                 continue
             r = results[regime, impl]
+            base = results.get((regime, BASELINE_OF.get(impl, "baseline")))
+            if impl in PIXEL_IMPLEMENTATIONS:
+                n_row = ", ".join(str(v) for v in r["samples"]) or "-"
+            else:
+                n_row = n
             rows.append(
                 [
                     regime,
-                    n,
+                    n_row,
                     impl,
                     f"{1000 * r['wall_s']:.1f}",
                     f"{1000 * r['cpu_s']:.1f}",

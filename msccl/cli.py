@@ -61,6 +61,7 @@ _FIXED_BY_CHECKPOINT = (
     "class_path",
     "init_args.num_classes",
     "init_args.projection_dim",
+    "init_args.projection_layout",
     "init_args.contrastive",
 )
 _FIXED_BRANCHES = ("init_args.net.", "init_args.contrastive.class_path")

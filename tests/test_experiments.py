@@ -166,6 +166,7 @@ def _parse(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_every_file_in_conf_experiments_is_tested():
     files = {str(p.relative_to(EXPERIMENTS)) for p in EXPERIMENTS.rglob("*.yaml")}
     tested = {recipe.file for recipe in RECIPES.values()} | {f"ce_only/{r.file}" for r in RECIPES.values()}
+    tested |= {f"pixel_contrast/{RECIPES[name].file}" for name in PIXEL_CONTRAST_TWINS}
     assert files == tested | {"_base.yaml"}  # the shared base, in every recipe's chain
 
 
@@ -369,6 +370,63 @@ def test_full_size_network_trains_one_step_with_every_contrastive_term_and_evalu
     if len(recipe.evaluation["scales"]) == 1:
         trainer.test(module, datamodule=data)
         assert 0.0 <= float(trainer.callback_metrics["test/mIoU"]) <= 1.0
+
+
+# Recipes with a pixel-contrast twin (ContrastiveSeg's loss in place of MS + CS, docs/method.md P).
+PIXEL_CONTRAST_TWINS = ["cityscapes_hrnet_w48"]
+
+
+@pytest.mark.parametrize("name", PIXEL_CONTRAST_TWINS)
+def test_pixel_contrast_twin_differs_only_in_the_loss_head_and_warm_up(name, in_tmp_dir, monkeypatch):
+    root = "--data.init_args.root=/nowhere"
+    twin_file = f"--config={EXPERIMENTS / 'pixel_contrast' / RECIPES[name].file}"
+    twin = _parse([twin_file, root], monkeypatch)
+    config = _parse([*_config_args(name, ce_only=False), root], monkeypatch)
+    model = twin["model"]["init_args"]
+    # the original's Cityscapes settings (configs/cityscapes/H_48_D_4.json)
+    assert model["contrastive"]["class_path"] == "msccl.contrastive.PixelContrastLoss"
+    settings = model["contrastive"]["init_args"]
+    assert (settings["temperature"], settings["base_temperature"]) == (0.1, 0.07)
+    assert (settings["max_samples"], settings["max_views"], settings["memory_size"]) == (1024, 100, 0)
+    assert (model["contrastive_weight"], model["projection_dim"], model["projection_layout"]) == (
+        0.1,
+        256,
+        "convmlp",
+    )
+    # warm-up: the contrastive weight is 0 for the first 5000 iterations, then constant
+    schedule = twin["trainer"]["callbacks"].pop()
+    assert schedule == {
+        "class_path": "msccl.training.ContrastiveWeightSchedule",
+        "init_args": {"start_step": 5000, "ramp_steps": 0},
+    }
+    assert (
+        twin["trainer"].pop("default_root_dir")
+        == config["trainer"].pop("default_root_dir") + "_pixel_contrast"
+    )
+    for key in ("contrastive", "projection_layout"):
+        model.pop(key), config["model"]["init_args"].pop(key)
+    assert twin == config
+
+
+def test_pixel_contrast_twin_trains_one_step_at_full_size(in_tmp_dir, monkeypatch):
+    recipe = RECIPES["cityscapes_hrnet_w48"]
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", lambda self, path, *a, **k: None)
+    tree = in_tmp_dir / "data"
+    recipe.tree(tree, **_layout(recipe)[0])
+    twin = f"--config={EXPERIMENTS / 'pixel_contrast' / recipe.file}"
+    warm = "--trainer.callbacks.start_step=0"  # the schedule's warm-up would make the gradient 0 here
+    stop = f"--trainer.callbacks+={__name__}.OneStep"
+    torch.manual_seed(0)
+    cli = build_cli(["fit", twin, *CPU, *_small("cityscapes_hrnet_w48", tree), warm, stop])
+    metrics = cli.trainer.callback_metrics
+    assert cli.trainer.global_step == 1
+    # one head over the four branches concatenated (48 + 96 + 192 + 384 = 720 channels, P1)
+    (head,) = cli.model.projection_heads
+    assert head.in_channels == 720 and head.dim == 256
+    assert metrics["train/contrastive/anchors"] > 0 and metrics["train/contrastive"] > 0
+    assert torch.isfinite(metrics["train/loss"])
+    (one_step,) = [c for c in cli.trainer.callbacks if isinstance(c, OneStep)]
+    assert one_step.head_gradients[0] > 0 and one_step.without_gradient == []
 
 
 def test_swin_with_dynamic_img_size_gives_the_fixed_grid_network_outputs_at_its_size():

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from typing import Literal, get_args
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from msccl.contrastive.base import SegmentationContrastiveLoss
 from msccl.contrastive.diagnostics import embedding_diagnostics
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
 from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
@@ -24,7 +25,7 @@ __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 PAPER_SCALE_WEIGHTS = (1.0, 0.7, 0.4, 0.1)
 
 
-class MSCSContrastiveLoss(nn.Module):
+class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     """Multi-scale + cross-scale supervised contrastive loss (Pissas et al., ECCV 2022; docs/method.md A, B).
 
     Args:
@@ -147,6 +148,10 @@ class MSCSContrastiveLoss(nn.Module):
         the sampling reproducible; scales draw from it in order 0..S-1.
         """
         return self.loss_from_samples(self.draw_samples(features, labels, generator=generator))
+
+    def validate_setup(self, num_taps: int, projection_dim: int) -> None:
+        if self.multi_scale:
+            self.scale_weights_for(num_taps)
 
     def scale_weights_for(self, num_scales: int) -> list[float]:
         """w_s for ``num_scales`` scales (A4); see the class docstring for the rule when None."""

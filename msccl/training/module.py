@@ -14,7 +14,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
-from msccl.contrastive import MSCSContrastiveLoss, ProjectionHeads
+from msccl.contrastive import ProjectionHeads, SegmentationContrastiveLoss
+from msccl.contrastive.heads import ProjectionLayout
 from msccl.data.base import IGNORE_INDEX, distinct_palette
 from msccl.models import NetBuilder, SegmentationOutput
 from msccl.training.evaluation import Evaluation
@@ -23,7 +24,7 @@ from msccl.training.optim import parameter_groups, poly_with_warmup
 
 __all__ = ["SegmentationModule", "ContrastiveLossBuilder"]
 
-ContrastiveLossBuilder = Callable[[int, int], MSCSContrastiveLoss]
+ContrastiveLossBuilder = Callable[[int, int], SegmentationContrastiveLoss]
 """The contrastive loss class and its arguments; the module supplies `num_classes` and `ignore_index`."""
 
 
@@ -37,14 +38,18 @@ class SegmentationModule(L.LightningModule):
         ignore_index: label id excluded from losses and metrics.
         class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, docs/method.md C3).
         aux_weight: weight of the auxiliary CE where the network has an auxiliary head (docs/method.md A4).
-        contrastive: the contrastive loss (`class_path: msccl.contrastive.MSCSContrastiveLoss` with its
-            `init_args`), or null for CE only. When set, the network returns its taps in training and
-            one projection head per tap maps them into the embedding space (docs/method.md A1).
+        contrastive: the contrastive loss (`class_path: msccl.contrastive.MSCSContrastiveLoss` or
+            `msccl.contrastive.PixelContrastLoss` with its `init_args`), or null for CE only. When set,
+            the network returns its taps in training and projection heads map the maps the loss asks for
+            (one per tap for MS + CS, docs/method.md A1; one over the concatenated taps for pixel
+            contrast, P1) into the embedding space; a loss that `needs_predictions` also gets the
+            argmax of the logits.
         contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper, A4);
             `ContrastiveWeightSchedule` can delay and ramp it.
         projection_dim: channels of the projection heads' output (256 in the paper, A1).
         projection_bn_momentum: momentum of the projection heads' BatchNorms (the official code: 0.0003;
             it only moves running statistics, which nothing uses: the heads never run at inference).
+        projection_layout: `mscs` (the paper's heads, A1) or `convmlp` (ContrastiveSeg's, P1).
         optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
         poly_power: exponent of the per-iteration poly decay of the learning rate.
         warmup_steps: iterations of linear warm-up before the poly decay.
@@ -74,6 +79,7 @@ class SegmentationModule(L.LightningModule):
         contrastive_weight: float = 0.1,
         projection_dim: int = 256,
         projection_bn_momentum: float = 0.1,
+        projection_layout: ProjectionLayout = "mscs",
         optimizer: OptimizerCallable | None = None,
         poly_power: float = 0.9,
         warmup_steps: int = 0,
@@ -103,14 +109,17 @@ class SegmentationModule(L.LightningModule):
         # docs/method.md A1: heads are built now from the taps the network announces, and exist only for
         # training: inference (`forward`) and export never run them.
         self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
-        if self.contrastive_loss is not None and self.contrastive_loss.multi_scale:
-            # a scale_weights list of the wrong length stops the run now, not at the first step (A4)
-            self.contrastive_loss.scale_weights_for(len(self.net.taps))
+        if self.contrastive_loss is not None:
+            # e.g. a scale_weights list of the wrong length stops the run now, not at the first step (A4)
+            self.contrastive_loss.validate_setup(len(self.net.taps), projection_dim)
         self.projection_heads = (
             None
             if contrastive is None
             else ProjectionHeads(
-                [tap.channels for tap in self.net.taps], projection_dim, projection_bn_momentum
+                self.contrastive_loss.projection_channels([tap.channels for tap in self.net.taps]),
+                projection_dim,
+                projection_bn_momentum,
+                projection_layout,
             )
         )
         self.contrastive_weight = contrastive_weight
@@ -148,8 +157,11 @@ class SegmentationModule(L.LightningModule):
             losses["aux_ce"] = self.cross_entropy(output.aux_logits, labels)
             total = total + self.aux_weight * losses["aux_ce"]
         if self.contrastive_loss is not None and output.taps:
-            projected = self.projection_heads(output.taps)
-            contrastive, terms = self.contrastive_loss(projected, labels)
+            projected = self.projection_heads(self.contrastive_loss.projection_inputs(output.taps))
+            extra = {}
+            if self.contrastive_loss.needs_predictions:
+                extra["predictions"] = output.logits.detach().argmax(1)
+            contrastive, terms = self.contrastive_loss(projected, labels, **extra)
             losses["contrastive"] = contrastive
             losses.update({f"contrastive/{name}": value for name, value in terms.items()})
             total = total + self.effective_contrastive_weight * contrastive
