@@ -28,6 +28,7 @@ CONFIG_ROOT = (Path(__file__).parent / "conf").resolve()
 """The packaged configs: the checkout's `conf/` (through the symlink) or the installed copy."""
 
 _SUFFIXES = (".yaml", ".yml")
+_SUMMARY_LENGTH = 90
 
 
 class ConfigNotFoundError(ValueError):
@@ -70,13 +71,22 @@ def packaged_config(name: str | os.PathLike[str]) -> Path:
 
 
 def config_summary(name: str) -> str:
-    """The first sentence of a packaged config's header comment: what it is."""
-    header = []
+    """What a packaged config is, for `msccl config list`: the first sentence of its header comment (up
+    to a line that ends in a colon: the header's example commands follow), or its first clause when
+    that sentence is long."""
+    text = ""
     for line in packaged_config(name).read_text().splitlines():
         if not line.startswith("#"):
             break
-        header.append(line.lstrip("#").strip())
-    return re.split(r"(?<=[.:;])\s", " ".join(header), maxsplit=1)[0]
+        text = f"{text} {line.lstrip('#').strip()}".strip()
+        if text.endswith(":") or re.search(r"\.(\s|$)", text):
+            break
+    sentence = re.split(r"(?<=\.)\s", text, maxsplit=1)[0].rstrip(":")
+    if len(sentence) <= _SUMMARY_LENGTH:
+        return sentence
+    # a long sentence: its first clause of some length (a listing line, not the whole header)
+    clause = next((m.start() for m in re.finditer(r": | \(|; |, ", sentence) if m.start() >= 20), None)
+    return sentence if clause is None else sentence[:clause]
 
 
 def _packaged_name(path: Path) -> str | None:
