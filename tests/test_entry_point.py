@@ -109,7 +109,7 @@ def test_help_and_config_list_import_neither_torch_nor_lightning():
 def test_package_metadata_ships_the_type_marker_licence_and_citation():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'msccl = "msccl.__main__:main"' in pyproject
-    assert 'msccl = ["py.typed", "conf/*.yaml", "conf/**/*.yaml"]' in pyproject  # tests/test_wheel.py builds it
+    assert 'msccl = ["py.typed", "conf/*.yaml", "conf/**/*.yaml"]' in pyproject  # see test_wheel.py
     assert (REPO / "msccl" / "py.typed").is_file()
     assert "MIT License" in (REPO / "LICENSE").read_text()
     citation = (REPO / "CITATION.cff").read_text()
