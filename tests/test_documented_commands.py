@@ -1,5 +1,5 @@
-"""Every `msccl ...` command of README.md, of the documentation pages (docs/*.md) and of the `conf/` header comments runs as written, at a tiny size,
-so the documentation cannot rot.
+"""Every `msccl ...` command of README.md, of the documentation pages (docs/*.md) and of the `conf/`
+header comments runs as written, at a tiny size, so the documentation cannot rot.
 
 The commands are extracted from the files (code blocks, inline code and comment lines; backslash
 continuations joined), then, in document order and in one shared working directory (so `runs/...` of one
