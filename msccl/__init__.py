@@ -5,7 +5,8 @@ its offline defaults itself (msccl._offline), and an application (a notebook, a 
 with `msccl.set_offline_defaults()` before it imports anything else.
 
 `msccl.Segmenter` (inference from a checkpoint, `msccl.api`) is imported on first use: `import msccl`
-stays light (no torch, no Lightning).
+stays light (no torch, no Lightning). `msccl.config_path("synthetic")` finds a packaged config
+(`msccl.configs`), in a checkout and in an installed wheel alike.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from msccl._offline import set_offline_defaults
+from msccl.configs import config_path
 
 if TYPE_CHECKING:
     from msccl.api import Segmenter
 
-__all__ = ["Segmenter", "__version__", "set_offline_defaults"]
+__all__ = ["Segmenter", "__version__", "config_path", "set_offline_defaults"]
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,6 @@ import os
 import shutil
 import sys
 import traceback
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -21,8 +20,9 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
 from tqdm import tqdm
 
-from msccl import __version__
 from msccl._offline import set_offline_defaults
+from msccl.commands import EXTRA_COMMANDS, LIGHTNING_COMMANDS, run_command_without_lightning, usage
+from msccl.configs import config_path
 from msccl.data import SegmentationDataModule
 from msccl.data.base import DatasetError
 from msccl.training import SegmentationModule
@@ -95,10 +95,12 @@ class MscclCLI(LightningCLI):
     _given_num_classes: int | None = None
 
     def parse_arguments(self, parser, args) -> None:
-        self._args = list(sys.argv[1:] if args is None else args)
-        self.command_line = ["msccl", *self._args]
+        given = list(sys.argv[1:] if args is None else args)
+        self.command_line = ["msccl", *given]  # as typed: packaged names work wherever it is run again
+        self._args = _resolve_config_names(given)
+        _check_a_config_is_given(self._args)
         _check_config_files_are_yaml(self._args)
-        super().parse_arguments(parser, args)
+        self.config = parser.parse_args(self._args)
 
     def add_arguments_to_parser(self, parser) -> None:
         for key in ("num_classes", "class_names", "ignore_index", "class_groups", "palette"):
@@ -354,6 +356,39 @@ def _same(a: Any, b: Any) -> bool:
     return _plain(a) == _plain(b)
 
 
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def _resolve_config_names(args: list[str]) -> list[str]:
+    """Each `--config X` / `--config=X` / `-c X` that is not a file but names a packaged config
+    (`synthetic`, `experiments/cityscapes_hrnet_w48`, `conf/synthetic.yaml` outside the checkout) is
+    replaced by that file's path (msccl.configs); an unknown one is a ConfigNotFoundError (one line)."""
+    resolved, expecting = [], False
+    for argument in args:
+        if expecting:
+            argument, expecting = str(config_path(argument)), False
+        elif argument.startswith("--config="):
+            argument = f"--config={config_path(argument.split('=', 1)[1])}"
+        else:
+            expecting = argument in CONFIG_FLAGS
+        resolved.append(argument)
+    return resolved
+
+
+def _check_a_config_is_given(args: list[str]) -> None:
+    """`msccl fit` with neither a --config nor the model and data on the command line: say so in one line
+    (jsonargparse's own three-line usage error names neither --config nor the packaged configs)."""
+    subcommand = next((a for a in args if a in LIGHTNING_COMMANDS), None)
+    if subcommand is None or any(a in ("-h", "--help") or a.startswith("--print_config") for a in args):
+        return
+    given = any(a in CONFIG_FLAGS or a.startswith("--config=") for a in args)
+    if not given and not any(a.startswith(("--model", "--data")) for a in args):
+        raise ConfigError(
+            f"msccl {subcommand} needs a config: --config NAME or FILE (e.g. --config synthetic; "
+            "`msccl config list` shows the packaged ones, `msccl config copy NAME DIR` copies one to edit)"
+        )
+
+
 def _check_config_files_are_yaml(args: list[str]) -> None:
     """Every --config file given is checked by `_check_config_file` before jsonargparse reads it."""
     for flag, value in zip(args, [*args[1:], None], strict=True):
@@ -420,24 +455,6 @@ def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
     )
 
 
-# LightningCLI's subcommands, with the one line `msccl --help` shows for each.
-LIGHTNING_COMMANDS: dict[str, str] = {
-    "fit": "train and validate a model (--config conf/X.yaml; any key overridable)",
-    "validate": "evaluate a checkpoint on the validation split (--ckpt_path)",
-    "test": "evaluate a checkpoint on the test split with the configured protocol (--ckpt_path)",
-    "predict": "write label PNGs and overlays for a folder of images (--output)",
-}
-
-# Subcommands beyond LightningCLI's, by name: "module:function", the function taking the remaining
-# arguments and returning an exit code. Imported only when used, so `msccl fit` does not pay for them;
-# `msccl --help` shows the first line of the module's docstring (after its "`msccl NAME ...`: " prefix).
-EXTRA_COMMANDS: dict[str, str] = {
-    "data": "msccl.data.check:main",
-    "export": "msccl.models.export:main",
-    "plot": "msccl.plots.curves:main",
-    "sweep": "msccl.training.sweep:main",
-}
-
 DEBUG_VARIABLE = "MSCCL_DEBUG"
 """`MSCCL_DEBUG=1` (or `--debug`) shows the traceback of a user error instead of its one line."""
 
@@ -485,30 +502,6 @@ def _unwrapped(error: BaseException) -> BaseException:
         error = inner
 
 
-def _extra_command_summary(target: str) -> str:
-    """One line for `msccl --help`: the first docstring line of the command's module, minus its prefix."""
-    doc = importlib.import_module(target.split(":")[0]).__doc__ or ""
-    first = doc.strip().splitlines()[0] if doc.strip() else ""
-    summary = first.split("`: ", 1)[-1] if first.startswith("`msccl") else first
-    return summary.rstrip(".")
-
-
-def usage() -> str:
-    """The text of `msccl --help`: every subcommand with one line each."""
-    commands = LIGHTNING_COMMANDS | {name: _extra_command_summary(t) for name, t in EXTRA_COMMANDS.items()}
-    width = max(map(len, commands))
-    lines = [
-        f"msccl {__version__}: multi-scale and cross-scale contrastive learning for semantic segmentation",
-        "",
-        "usage: msccl COMMAND [arguments]   (`msccl COMMAND --help` lists a command's arguments)",
-        "       msccl --version",
-        "",
-        "commands:",
-        *(f"  {name.ljust(width)}  {summary}" for name, summary in commands.items()),
-    ]
-    return "\n".join(lines)
-
-
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `msccl` command (`args` defaults to `sys.argv[1:]`).
 
@@ -516,18 +509,8 @@ def main(args: list[str] | None = None) -> None:
     module's imports; calling it in-process sets those a library reads at run time (W&B's mode).
     """
     set_offline_defaults()
-    # Lightning 2.6 on torch 2.14 warns about its own pytree use at every fit: noise for a user
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     argv = sys.argv[1:] if args is None else args
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    if argv[0] == "--version":
-        print(f"msccl {__version__}")
-        sys.exit(0)
-    if argv[0] in EXTRA_COMMANDS:
-        module, function = EXTRA_COMMANDS[argv[0]].split(":")
-        sys.exit(getattr(importlib.import_module(module), function)(argv[1:]))
+    run_command_without_lightning(argv)  # --help, --version, data, export, plot, sweep, config: exits
     debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     if "--debug" in argv:
         argv = [a for a in argv if a != "--debug"]

@@ -1,5 +1,5 @@
-"""Every `msccl ...` command of README.md, of the documentation pages (docs/*.md) and of the `conf/` header
-comments runs as written, at a tiny size, so the documentation cannot rot.
+"""Every `msccl ...` command of README.md, of the documentation pages (docs/*.md) and of the `conf/`
+header comments runs as written, at a tiny size, so the documentation cannot rot.
 
 The commands are extracted from the files (code blocks, inline code and comment lines; backslash
 continuations joined), then, in document order and in one shared working directory (so `runs/...` of one
@@ -31,7 +31,17 @@ DOCUMENTS = [
 ]
 
 # Placeholders that mark a command as a template, not something to run as written.
-TEMPLATES = ("/X.yaml", "conf/....", "runs/X/", "fit|validate", "<best>", "=...", "<cwd>", "RUN_DIR [")
+TEMPLATES = (
+    "/X.yaml",
+    "conf/....",
+    "runs/X/",
+    "fit|validate",
+    "<best>",
+    "=...",
+    "<cwd>",
+    "RUN_DIR [",
+    "NAME DIR",
+)
 
 # Commands that need what this machine lacks: parsed with --print_config instead of run.
 PARSE_ONLY = {
@@ -143,7 +153,9 @@ def documented_commands() -> list[Command]:
             for text in texts:
                 text = re.split(r"\s+#", text)[0]  # a trailing shell comment
                 text = re.sub(r"\s+", " ", text).strip()
-                if " --" in text and text not in found:  # a mention of a subcommand alone is prose
+                # a mention of a subcommand alone is prose; `msccl config list|copy` take no flags
+                runnable = " --" in text or re.match(r"msccl config (list|copy \S+ \S+)$", text)
+                if runnable and text not in found:
                     found[text] = Command(text, source)
     return list(found.values())
 
@@ -174,9 +186,9 @@ def _prepared(command: Command, data: Path) -> list[str]:
         return [*words, "--print_config"]
     if words[0] in ("fit", "validate", "test", "predict") and "--print_config" not in words:
         return [*words, *_tiny(words)]
-    if words[0] == "sweep" and "--dry-run" not in words:
+    if words[0] == "sweep" and not {"--dry_run", "--dry-run"} & set(words):
         # each trial is a subprocess fit: tests/test_sweep.py runs real trials; here the trials are listed
-        return [*words, "--dry-run"]
+        return [*words, "--dry_run"]
     if words[0] == "data" and words[1] in ("check", "browse"):
         return [*words, "--workers=0"]  # decode in this process: the trees are tiny
     if words[0] == "export":

@@ -12,6 +12,7 @@ import pytest
 import msccl
 from msccl._offline import OFFLINE_DEFAULTS, set_offline_defaults
 from msccl.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main
+from msccl.commands import HELP_WIDTH, usage
 from tests.conftest import REPO
 
 # every package and the modules a library user imports
@@ -59,25 +60,56 @@ def test_offline_defaults_never_override_the_user_nor_a_wandb_agent():
     assert "WANDB_MODE" not in agent and agent["HF_HUB_OFFLINE"] == "1"
 
 
-def test_help_lists_every_subcommand_with_one_line_and_version_prints_it(capsys, monkeypatch):
+def test_help_lists_every_subcommand_with_its_whole_summary_and_version_prints_it(capsys, monkeypatch):
     monkeypatch.setitem(EXTRA_COMMANDS, "example", "msccl._offline:set_offline_defaults")
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     lines = capsys.readouterr().out.splitlines()
     listed = lines[lines.index("commands:") + 1 :]
-    commands = {line.split()[0]: line.split(None, 1)[1] for line in listed}
-    assert set(commands) == {*LIGHTNING_COMMANDS, "data", "export", "sweep", "plot", "example"}
+    commands: dict[str, str] = {}
+    for line in listed:  # "  NAME [SUB]  summary", wrapped lines indented under the summary
+        if line[2] != " ":
+            name, summary = re.split(r"\s{2,}", line.strip(), maxsplit=1)
+            commands[name] = summary
+        else:
+            commands[name] += " " + line.strip()
+    data = {"data check", "data browse", "data example"}  # every subcommand of `msccl data`
+    config = {"config list", "config copy"}
+    assert set(commands) == {*LIGHTNING_COMMANDS, *data, *config, "export", "sweep", "plot", "example"}
     assert commands["sweep"] == "a W&B sweep file run locally with Optuna"
+    assert commands["data check"] == "walk a dataset tree and list every problem in it, before training does"
     assert commands["example"].startswith("Offline defaults of the `msccl` command")  # a new entry shows up
+    assert commands["example"].endswith("no albumentations update check")  # its whole first paragraph
+    assert all(len(line) <= HELP_WIDTH for line in lines)
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out == f"msccl {msccl.__version__}\n"
 
 
+def test_help_and_config_list_import_neither_torch_nor_lightning():
+    """`msccl --help` answers in a fraction of a second: it reads the commands' docstrings from source."""
+    for command in (["--help"], ["config", "list"], ["--version"]):
+        code = (
+            "import sys\n"
+            f"sys.argv = ['msccl', *{command!r}]\n"
+            "from msccl.__main__ import main\n"
+            "try:\n    main()\nexcept SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+            "print('loaded:', sorted({'torch', 'lightning', 'numpy', 'albumentations'} & set(sys.modules)))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.splitlines()[-1] == "loaded: []", command
+    help_text = subprocess.run(
+        [sys.executable, "-m", "msccl", "--help"], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert help_text == usage() + "\n" and "data example" in help_text
+
+
 def test_package_metadata_ships_the_type_marker_licence_and_citation():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'msccl = "msccl.__main__:main"' in pyproject and 'msccl = ["py.typed"]' in pyproject
+    assert 'msccl = "msccl.__main__:main"' in pyproject
+    assert 'msccl = ["py.typed", "conf/*.yaml", "conf/**/*.yaml"]' in pyproject  # see test_wheel.py
     assert (REPO / "msccl" / "py.typed").is_file()
     assert "MIT License" in (REPO / "LICENSE").read_text()
     citation = (REPO / "CITATION.cff").read_text()

@@ -1,5 +1,6 @@
-"""`msccl data check`: walk a dataset tree and list every problem in it, before training does;
-`msccl data browse`: look at a split (pictures drawn by `msccl.plots.browse`).
+"""`msccl data check`: walk a dataset tree and list every problem in it, before training does.
+`msccl data browse`: draw samples of a split as training sees them, and its classes' pixel shares.
+`msccl data example`: write a small folder dataset (the synthetic images) to copy the layout of.
 
     msccl data check --dataset cityscapes --root /data/cityscapes
     msccl data check --dataset cadis --root /data/CaDIS --task 2 --splits train val
@@ -42,6 +43,7 @@ from msccl.data.folder import LabelledFolder, write_example_tree
 from msccl.data.pascal_context import PascalContextSegmentation
 from msccl.data.synthetic import SyntheticSegmentation
 from msccl.data.transforms import flip_transform, train_transform
+from msccl.flags import CommandParser
 from msccl.progress import progress
 
 __all__ = ["DATASETS", "check_dataset", "inspect_pair", "main"]
@@ -167,7 +169,7 @@ SYNTHETIC = "synthetic"
 
 def main(argv: list[str]) -> int:
     """`msccl data check|browse ...`: check returns 0 on a clean dataset, 1 on any problem."""
-    parser = argparse.ArgumentParser(prog="msccl data", description="Dataset tools.")
+    parser = CommandParser(prog="msccl data", description="Dataset tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check", help="list every problem in a dataset tree")
     check.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -178,8 +180,8 @@ def main(argv: list[str]) -> int:
     browse.add_argument("--root", help="the dataset folder as shipped (not for synthetic)")
     browse.add_argument("--split", default="train", help="the split to look at (default: train)")
     browse.add_argument("--output", required=True, help="a new or empty folder for the pictures")
-    browse.add_argument("--num-images", type=int, default=8, help="samples drawn (default: 8)")
-    browse.add_argument("--crop-size", type=int, default=512, help="the training crop of the augmentation")
+    browse.add_argument("--num_images", type=int, default=8, help="samples drawn (default: 8)")
+    browse.add_argument("--crop_size", type=int, default=512, help="the training crop of the augmentation")
     browse.add_argument("--seed", type=int, default=0, help="which samples, and their augmentation")
     browse.add_argument("--dpi", type=int, default=100, help="pixels per inch of the PNGs (default: 100)")
     for command in (check, browse):
@@ -235,7 +237,7 @@ def _browse(parser: argparse.ArgumentParser, args: argparse.Namespace, options: 
             f"--output {output} exists and is not an empty folder: give a new one (nothing is overwritten)"
         )
     if min(args.num_images, args.crop_size, args.dpi) < 1:
-        parser.error("--num-images, --crop-size and --dpi must be at least 1")
+        parser.error("--num_images, --crop_size and --dpi must be at least 1")
     try:
         from msccl.plots.browse import Browsable, browse
     except ImportError as error:

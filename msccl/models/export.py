@@ -11,7 +11,6 @@ holds; then they go to a `.data` file next to it, and the result says so.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import warnings
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msccl.flags import CommandParser
 from msccl.models.base import SegmentationNet
 from msccl.progress import progress
 
@@ -258,7 +258,7 @@ def _torchscript_runner(path: Path):
 
 def main(argv: list[str]) -> int:
     """`msccl export --ckpt_path RUN/checkpoints/last.ckpt --format onnx --output model.onnx`."""
-    parser = argparse.ArgumentParser(prog="msccl export", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="msccl export", description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by `msccl fit`")
     parser.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     parser.add_argument("--output", required=True, help="file to write (e.g. model.onnx, model.pt)")

@@ -13,7 +13,6 @@ similarity; see `msccl.contrastive.diagnostics`). A resumed run's earlier `metri
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import re
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from msccl.flags import CommandParser
 from msccl.plots.figures import Figure, save
 
 __all__ = [
@@ -235,7 +235,7 @@ def _spread(curves: list[Curve], label: str, key: str) -> tuple[np.ndarray, ...]
 
 def main(argv: list[str]) -> int:
     """`msccl plot RUN_DIR [RUN_DIR ...] --output FILE.png`."""
-    parser = argparse.ArgumentParser(prog="msccl plot", description=__doc__.splitlines()[0])
+    parser = CommandParser(prog="msccl plot", description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+", help="run directories (each with its metrics.csv)")
     parser.add_argument("--output", required=True, help="the PNG to write")
     parser.add_argument("--title", default="", help="a title above the panels")

@@ -13,7 +13,6 @@ The study is kept in `<sweep dir>/optuna.db`: running the command again adds tri
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -29,6 +28,8 @@ from typing import Any
 import optuna
 import yaml
 
+from msccl.configs import ConfigNotFoundError, config_path
+from msccl.flags import CommandParser
 from msccl.progress import progress
 
 __all__ = ["Sweep", "SweepError", "main", "proposals"]
@@ -272,21 +273,21 @@ def best_trials_table(study: optuna.Study, sweep: Sweep, sweep_dir: Path, top: i
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="msccl sweep",
         description="Run a W&B sweep file locally with Optuna; other arguments go to every trial's command "
         "(before the sweep's own, e.g. --config conf/experiments/X.yaml --trainer.max_steps=2000).",
     )
     parser.add_argument("sweep_file", help="a W&B sweep definition (conf/sweeps/*.yaml)")
     parser.add_argument("--count", type=int, help="trials to run (default: run_cap, or the whole grid)")
-    parser.add_argument("--sweep-dir", help="where trials and the study go (default: runs/sweeps/<name>)")
+    parser.add_argument("--sweep_dir", help="where trials and the study go (default: runs/sweeps/<name>)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed")
-    parser.add_argument("--dry-run", action="store_true", help="print the trials' commands, run nothing")
+    parser.add_argument("--dry_run", action="store_true", help="print the trials' commands, run nothing")
     arguments, extra = parser.parse_known_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        sweep = Sweep.load(arguments.sweep_file)
-    except SweepError as error:
+        sweep = Sweep.load(config_path(arguments.sweep_file))  # a file, or a packaged name: sweeps/NAME
+    except (SweepError, ConfigNotFoundError) as error:
         parser.error(str(error))
     count = arguments.count or sweep.run_cap or (sweep.grid_size if sweep.method == "grid" else None)
     if not count:
