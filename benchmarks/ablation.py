@@ -48,13 +48,18 @@ from msccl.plots.curves import Panel, plot_learning_curves, plot_paired_seeds  #
 
 CONFIG = ROOT / "conf" / "synthetic.yaml"
 
+PIXEL_CONTRAST_WARMUP = ["--trainer.callbacks.start_step=32"]
+"""The original's warm-up, 5000 of its 40000 iterations, scaled to DEFAULT_BUDGET's 256 steps."""
+
 ARMS: dict[str, list[str]] = {
     "CE": ["--model.init_args.contrastive=null"],
+    "CE + PC": ["--config=conf/comparison/pixel_contrast.yaml", *PIXEL_CONTRAST_WARMUP],
+    "CE + PC + memory": ["--config=conf/comparison/pixel_contrast_memory.yaml", *PIXEL_CONTRAST_WARMUP],
     "CE + MS": ["--model.init_args.contrastive.init_args.cross_scale=false"],
     "CE + MS + CS": [],
 }
-"""Arm name -> its `msccl fit` overrides of conf/synthetic.yaml (docs/method.md A4 terms on or off). The
-pixel-contrast arms ("CE + PC", "CE + PC + memory") are added with that loss."""
+"""Arm name -> its `msccl fit` overrides of conf/synthetic.yaml: the docs/method.md A4 terms on or off, or
+pixel contrast (docs/method.md P) in their place, with or without its memory banks."""
 
 PAIRS: list[tuple[str, str]] = [
     ("CE", "CE + PC"),

@@ -47,11 +47,15 @@ def test_ablation_trains_every_arm_and_writes_tables_paired_statistics_and_plots
     assert "train/contrastive/" not in logs["CE"]
     assert "train/contrastive/cs" not in logs["CE + MS"] and "train/contrastive/ms" in logs["CE + MS"]
     assert "train/contrastive/cs" in logs["CE + MS + CS"]
+    for arm in ("CE + PC", "CE + PC + memory"):  # pixel contrast in place of MS + CS
+        assert "train/contrastive/hard_fraction" in logs[arm] and "train/contrastive/ms" not in logs[arm]
+    configs = {run["arm"]: (Path(run["run_dir"]) / "config.yaml").read_text() for run in record["runs"]}
+    assert "memory_size: 0" in configs["CE + PC"] and "memory_size: 0" not in configs["CE + PC + memory"]
     assert all("layout: context" in (Path(r["run_dir"]) / "config.yaml").read_text() for r in record["runs"])
 
     # a second seed, made from the first by shifting each arm's mIoU (what is tested here is the pairing,
     # the statistics and the reuse of finished runs; tests/test_paired_stats.py tests the statistics)
-    shifts = {"CE": 0.0, "CE + MS": 0.05, "CE + MS + CS": 0.02}
+    shifts = {"CE": 0.0, "CE + PC": 0.01, "CE + PC + memory": 0.03, "CE + MS": 0.05, "CE + MS + CS": 0.02}
     for run in record["runs"]:
         copy = dict(run, seed=1, run_dir=run["run_dir"].replace("seed_0", "seed_1"))
         copy["miou"] = [m + 100 * shifts[run["arm"]] for m in run["miou"]]
@@ -86,7 +90,7 @@ def test_ablation_trains_every_arm_and_writes_tables_paired_statistics_and_plots
     pairs = {
         (p["baseline"], p["arm"]): p for p in json.loads((tmp_path / "results.json").read_text())["pairs"]
     }
-    assert list(pairs) == [("CE", "CE + MS"), ("CE + MS", "CE + MS + CS")]  # the pairs whose arms both ran
+    assert list(pairs) == ablation.PAIRS  # every arm ran, so every pair is reported
     ms = pairs["CE", "CE + MS"]
     final = {run["arm"]: run["miou"][-1] for run in record["runs"]}
     assert ms["seeds"] == [0, 1] and ms["wins"] == sum(d > 0 for d in ms["differences"])
