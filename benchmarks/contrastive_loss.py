@@ -234,6 +234,18 @@ def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: s
     return result
 
 
+def loss_and_grads(loss_fn, drawn: list, dtype: torch.dtype) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """``loss_fn.loss_from_samples`` on ``drawn`` samples cast to ``dtype``, and its gradients with respect
+    to the sampled vectors (zeros for a scale the loss does not use)."""
+    leaves = [None if d is None else d.features.detach().to(dtype).requires_grad_() for d in drawn]
+    samples = [
+        None if d is None else dataclasses.replace(d, features=x) for d, x in zip(drawn, leaves, strict=True)
+    ]
+    loss, _ = loss_fn.loss_from_samples(samples)
+    used = [x for x in leaves if x is not None]
+    return loss, list(torch.autograd.grad(loss, used, allow_unused=True, materialize_grads=True))
+
+
 def accuracy(loss_fn, features: list[torch.Tensor], labels: torch.Tensor) -> dict:
     """Relative loss error and gradient cosine of ``loss_fn`` against the float64 blockwise loss on the
     same samples (gradients w.r.t. the sampled vectors, all scales together)."""
@@ -243,14 +255,7 @@ def accuracy(loss_fn, features: list[torch.Tensor], labels: torch.Tensor) -> dic
     exact_fn = MSCSContrastiveLoss(num_classes=CLASSES, kernel="blockwise", matmul_precision="highest")
     results = []
     for fn, dtype in ((loss_fn, torch.float32), (exact_fn, torch.float64)):
-        leaves = [None if d is None else d.features.detach().to(dtype).requires_grad_() for d in drawn]
-        samples = [
-            None if d is None else dataclasses.replace(d, features=x)
-            for d, x in zip(drawn, leaves, strict=True)
-        ]
-        loss, _ = fn.loss_from_samples(samples)
-        used = [x for x in leaves if x is not None]
-        grads = torch.autograd.grad(loss, used, allow_unused=True, materialize_grads=True)
+        loss, grads = loss_and_grads(fn, drawn, dtype)
         results.append((loss.double(), torch.cat([g.double().flatten() for g in grads])))
     (loss, grad), (exact, exact_grad) = results
     cosine = torch.nn.functional.cosine_similarity(grad, exact_grad, dim=0)

@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from contrastive_loss import loss_and_grads  # noqa: E402
+
 from msccl.contrastive import MSCSContrastiveLoss  # noqa: E402
 from msccl.contrastive.infonce import _loss_and_grads  # noqa: E402
 
@@ -164,25 +166,19 @@ def gate_loss(device: str, smoke: bool, passed: dict[str, bool]) -> None:
         exact_fn = MSCSContrastiveLoss(**loss_settings(smoke), kernel="blockwise", matmul_precision="highest")
         drawn = exact_fn.draw_samples(features, labels, generator=torch.Generator(device).manual_seed(0))
 
-        def run(fn, dtype, drawn=drawn):
-            leaves = [None if d is None else d.features.detach().to(dtype).requires_grad_() for d in drawn]
-            samples = [
-                None if d is None else dataclasses.replace(d, features=x)
-                for d, x in zip(drawn, leaves, strict=True)
-            ]
-            loss, _ = fn.loss_from_samples(samples)
-            used = [x for x in leaves if x is not None]
-            return loss, torch.autograd.grad(loss, used, allow_unused=True, materialize_grads=True)
-
-        exact, exact_grads = run(exact_fn, torch.float64)
+        exact, exact_grads = loss_and_grads(exact_fn, drawn, torch.float64)
         for precision in PRECISIONS:
             settings = {**loss_settings(smoke), "matmul_precision": precision}
             try:
                 got = errors(
-                    *run(MSCSContrastiveLoss(**settings, kernel="triton"), torch.float32), exact, exact_grads
+                    *loss_and_grads(MSCSContrastiveLoss(**settings, kernel="triton"), drawn, torch.float32),
+                    exact,
+                    exact_grads,
                 )
                 model = errors(
-                    *run(MSCSContrastiveLoss(**settings, kernel="blockwise"), torch.float32),
+                    *loss_and_grads(
+                        MSCSContrastiveLoss(**settings, kernel="blockwise"), drawn, torch.float32
+                    ),
                     exact,
                     exact_grads,
                 )

@@ -14,14 +14,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from msccl._offline import set_offline_defaults
+from msccl._version import __version__
 from msccl.configs import config_path
 
 if TYPE_CHECKING:
     from msccl.api import Segmenter
 
 __all__ = ["Segmenter", "__version__", "config_path", "set_offline_defaults"]
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:

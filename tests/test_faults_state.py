@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback
+from torch.utils._pytree import keystr, tree_flatten_with_path
 
 from msccl.cli import build_cli
 from msccl.data import SyntheticDataModule
@@ -98,15 +99,10 @@ def test_a_batch_with_an_inf_pixel_leaves_parameters_buffers_and_optimiser_exact
 QUICK_VALIDATION = ["--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]
 
 
-def _checkpoint_tensors(value, key: str = ""):
-    if isinstance(value, torch.Tensor):
-        yield key, value
-    elif isinstance(value, dict):
-        for name, item in value.items():
-            yield from _checkpoint_tensors(item, f"{key}.{name}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _checkpoint_tensors(item, f"{key}.{index}")
+def _checkpoint_tensors(value) -> list[tuple[str, torch.Tensor]]:
+    """(path, tensor) of every tensor in a checkpoint's nested dicts and lists."""
+    leaves, _ = tree_flatten_with_path(value)
+    return [(keystr(path), leaf) for path, leaf in leaves if isinstance(leaf, torch.Tensor)]
 
 
 def test_a_diverging_learning_rate_through_the_cli_writes_no_nonfinite_checkpoint(in_tmp_dir):

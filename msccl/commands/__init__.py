@@ -16,7 +16,7 @@ import textwrap
 import warnings
 from pathlib import Path
 
-from msccl import __version__
+from msccl._version import __version__
 
 __all__ = [
     "EXTRA_COMMANDS",
