@@ -6,25 +6,20 @@ import importlib
 import os
 import shutil
 import sys
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningCLI
-from tqdm import tqdm
 
 from msccl._offline import set_offline_defaults
+from msccl.checkpoint_settings import apply_given_settings, plain
 from msccl.commands import EXTRA_COMMANDS, LIGHTNING_COMMANDS, run_command_without_lightning, usage
-from msccl.configs import config_path
+from msccl.config_arguments import check_a_config_is_given, check_config_files_are_yaml, resolve_config_names
 from msccl.data import SegmentationDataModule
-from msccl.data.base import DatasetError
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import (
     EvaluationFigures,
@@ -32,40 +27,22 @@ from msccl.training.callbacks import (
     NonFiniteLossGuard,
     RandomStateCheckpoint,
     WandbValidationImages,
-    resume_command,
 )
+from msccl.training.callbacks.resilience import resume_command
 from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, DiskFullError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
 from msccl.training.wandb_agent import add_sweep_logger
+from msccl.user_errors import DEBUG_VARIABLE, ConfigError, one_line_errors
 
 __all__ = [
     "EXTRA_COMMANDS",
     "LIGHTNING_COMMANDS",
-    "ConfigError",
     "MscclCLI",
     "build_cli",
     "main",
-    "one_line_errors",
     "usage",
 ]
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used as given; the message names its config key."""
-
-
-# Model settings a checkpoint fixes: its weights only fit this network, these classes and these heads.
-# A different value given with --ckpt_path is refused; every other model setting given is applied.
-_FIXED_BY_CHECKPOINT = (
-    "class_path",
-    "init_args.num_classes",
-    "init_args.projection_dim",
-    "init_args.projection_layout",
-    "init_args.contrastive",
-)
-_FIXED_BRANCHES = ("init_args.net.", "init_args.contrastive.class_path")
-_ABSENT = object()
 
 
 class MscclCLI(LightningCLI):
@@ -74,7 +51,7 @@ class MscclCLI(LightningCLI):
     The number of classes, class names, ignore id, class groups and palette come from the data module, so
     configs never repeat them; unknown keys are rejected by jsonargparse with the offending key named.
     Every run writes into one run directory (`msccl.training.run_dir`); `predict` writes only into
-    `--output`. Checkpoints are saved atomically, and four callbacks are always present (their own
+    `--output`. Checkpoints are saved atomically, and five callbacks are always present (their own
     config keys): the non-finite-loss guard, the random-state checkpoint, the interrupt checkpoint (told
     the command line, to print how to resume), W&B validation images and the evaluation figures
     (confusion matrix and per-class IoU pictures in the run directory).
@@ -82,8 +59,8 @@ class MscclCLI(LightningCLI):
     `--ckpt_path` (`_parse_ckpt_path`): `last` is resolved to a file in every subcommand; the file is
     checked (exists, complete, digest) before any folder is created; model settings given explicitly
     (command line or --config files) are applied over the checkpoint's, or refused with the key named
-    where the weights cannot follow (network, classes, heads). A run that fails before its first
-    training step leaves no new run directory behind.
+    where the weights cannot follow (network, classes, heads: `msccl.checkpoint_settings`). A run that
+    fails before its first training step leaves no new run directory behind.
     """
 
     run_dir: Path | None = None
@@ -97,9 +74,9 @@ class MscclCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         given = list(sys.argv[1:] if args is None else args)
         self.command_line = ["msccl", *given]  # as typed: packaged names work wherever it is run again
-        self._args = _resolve_config_names(given)
-        _check_a_config_is_given(self._args)
-        _check_config_files_are_yaml(self._args)
+        self._args = resolve_config_names(given)
+        check_a_config_is_given(self._args)
+        check_config_files_are_yaml(self._args)
         self.config = parser.parse_args(self._args)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -154,7 +131,7 @@ class MscclCLI(LightningCLI):
         subcommand_args = self._args[self._args.index(subcommand) + 1 :]
         given = self._parser(subcommand).parse_args(subcommand_args, defaults=False).get("model")
         merged = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
-        _apply_given_settings(merged[subcommand].model, config.model, given, ckpt_path)
+        apply_given_settings(merged[subcommand].model, config.model, given, ckpt_path)
         self.config = merged
 
     def _resolve_ckpt_path(self, subcommand: str, config: Namespace) -> Path | None:
@@ -300,133 +277,6 @@ class MscclCLI(LightningCLI):
     after_fit = after_validate = after_test = _write_summary
 
 
-def _apply_given_settings(
-    model: Namespace, full: Namespace, given: Namespace | None, ckpt_path: Path
-) -> None:
-    """Put each model setting given now (`given`: only what the command line and --config files set;
-    `full`: the same with every default) over the checkpoint's (`model`), saying so; refuse, naming
-    every such key, where the checkpoint's weights cannot follow."""
-    if given is None:
-        return
-    refused, applied = [], []
-    for key, value in given.items():
-        stored = _lookup(model, key)
-        if stored is not _ABSENT and _same(value, stored):
-            continue
-        before = "unset" if stored is _ABSENT else repr(_plain(stored))
-        change = f"model.{key}={_plain(value)!r} (checkpoint: {before})"
-        if key in _FIXED_BY_CHECKPOINT or key.startswith(_FIXED_BRANCHES):
-            refused.append(change)
-            continue
-        applied.append(change)
-        if stored is not _ABSENT:
-            model[key] = value
-        else:  # e.g. evaluation.mode where the checkpoint has `evaluation: null`: the given branch, complete
-            parts = key.split(".")
-            branch = next(
-                ".".join(parts[:n])
-                for n in range(1, len(parts) + 1)
-                if not isinstance(_lookup(model, ".".join(parts[:n])), Namespace)
-            )
-            model[branch] = _lookup(full, branch)
-    if refused:
-        raise CheckpointError(
-            f"--ckpt_path {ckpt_path} was trained with other settings that its weights depend on: "
-            f"{'; '.join(refused)}. Drop these settings, or train a new run without --ckpt_path"
-        )
-    for line in applied:
-        print(f"msccl: applying {line} over {ckpt_path}", file=sys.stderr)
-
-
-def _lookup(namespace: Namespace, key: str) -> Any:
-    """`namespace[key]` for a dotted key, `_ABSENT` where any part of the path is missing."""
-    value: Any = namespace
-    for part in key.split("."):
-        if not isinstance(value, Namespace) or part not in value:
-            return _ABSENT
-        value = value[part]
-    return value
-
-
-def _plain(value: Any) -> Any:
-    return value.as_dict() if isinstance(value, Namespace) else value
-
-
-def _same(a: Any, b: Any) -> bool:
-    return _plain(a) == _plain(b)
-
-
-CONFIG_FLAGS = ("--config", "-c")
-
-
-def _resolve_config_names(args: list[str]) -> list[str]:
-    """Each `--config X` / `--config=X` / `-c X` that is not a file but names a packaged config
-    (`synthetic`, `experiments/cityscapes_hrnet_w48`, `conf/synthetic.yaml` outside the checkout) is
-    replaced by that file's path (msccl.configs); an unknown one is a ConfigNotFoundError (one line)."""
-    resolved, expecting = [], False
-    for argument in args:
-        if expecting:
-            argument, expecting = str(config_path(argument)), False
-        elif argument.startswith("--config="):
-            argument = f"--config={config_path(argument.split('=', 1)[1])}"
-        else:
-            expecting = argument in CONFIG_FLAGS
-        resolved.append(argument)
-    return resolved
-
-
-def _check_a_config_is_given(args: list[str]) -> None:
-    """`msccl fit` with neither a --config nor the model and data on the command line: say so in one line
-    (jsonargparse's own three-line usage error names neither --config nor the packaged configs)."""
-    subcommand = next((a for a in args if a in LIGHTNING_COMMANDS), None)
-    if subcommand is None or any(a in ("-h", "--help") or a.startswith("--print_config") for a in args):
-        return
-    given = any(a in CONFIG_FLAGS or a.startswith("--config=") for a in args)
-    if not given and not any(a.startswith(("--model", "--data")) for a in args):
-        raise ConfigError(
-            f"msccl {subcommand} needs a config: --config NAME or FILE (e.g. --config synthetic; "
-            "`msccl config list` shows the packaged ones, `msccl config copy NAME DIR` copies one to edit)"
-        )
-
-
-def _check_config_files_are_yaml(args: list[str]) -> None:
-    """Every --config file given is checked by `_check_config_file` before jsonargparse reads it."""
-    for flag, value in zip(args, [*args[1:], None], strict=True):
-        path = flag.split("=", 1)[1] if flag.startswith("--config=") else value
-        if (flag.startswith("--config=") or flag in ("--config", "-c")) and path is not None:
-            _check_config_file(path)
-
-
-def _check_config_file(path: str) -> None:
-    """One line naming a --config file that is a folder, empty, not text, not YAML (with the line) or not
-    a mapping of settings (jsonargparse prints its usage, or a line without the file, for each)."""
-    file = Path(path)
-    if os.path.isdir(path):  # (not Path.is_dir: an inline YAML value too long for a file name raises there)
-        raise ConfigError(f"--config {path} is a folder: give a YAML file (e.g. conf/synthetic.yaml)")
-    try:
-        text = file.read_bytes().decode("utf-8")
-    except PermissionError as error:
-        raise ConfigError(f"--config {path} cannot be read ({error.strerror})") from None
-    except OSError:
-        return  # no such file: jsonargparse reports it, or reads the value as inline YAML itself
-    except UnicodeDecodeError:
-        raise ConfigError(f"--config {path} is not a text file: give a YAML config file") from None
-    try:
-        settings = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or error
-        raise ConfigError(f"--config {path}:{where}: YAML syntax error: {problem}") from None
-    if settings is None:
-        raise ConfigError(f"--config {path} is empty: give a config with settings (e.g. conf/synthetic.yaml)")
-    if not isinstance(settings, dict):
-        raise ConfigError(
-            f"--config {path} holds a {type(settings).__name__}, not a mapping of settings "
-            "(`key: value` lines): give a config such as conf/synthetic.yaml"
-        )
-
-
 def _check_optimizer(model: Namespace | None) -> None:
     """Build the configured optimiser over one dummy parameter, so that a value torch refuses (a negative
     learning rate, ...) stops the run now, with the key named, not at the first step."""
@@ -434,7 +284,7 @@ def _check_optimizer(model: Namespace | None) -> None:
     if not isinstance(optimizer, Namespace) or not optimizer.get("class_path"):
         return
     module, _, name = optimizer.class_path.rpartition(".")
-    arguments = _plain(optimizer.get("init_args")) or {}
+    arguments = plain(optimizer.get("init_args")) or {}
     try:
         getattr(importlib.import_module(module), name)([torch.zeros(1, requires_grad=True)], **arguments)
     except (ValueError, TypeError) as error:
@@ -453,53 +303,6 @@ def build_cli(args: list[str] | None, run: bool = True) -> MscclCLI:
         args=args,
         run=run,
     )
-
-
-DEBUG_VARIABLE = "MSCCL_DEBUG"
-"""`MSCCL_DEBUG=1` (or `--debug`) shows the traceback of a user error instead of its one line."""
-
-USER_ERRORS = (ValueError, OSError, DatasetError, MisconfigurationException)
-"""What a user can cause by a setting, a file or a dataset: reported in one line. Anything else is a
-bug, shown with its traceback."""
-
-
-@contextmanager
-def one_line_errors(debug: bool = False) -> Iterator[None]:
-    """Turn a user error into one line on stderr and exit status 1 (the traceback with `debug`)."""
-    try:
-        yield
-    except USER_ERRORS as error:
-        if debug:
-            raise
-        error = _unwrapped(error)
-        message = " ".join(str(error).split()) or type(error).__name__
-        _end_progress_bar_lines()
-        sys.stderr.write(f"msccl: error: {message} (--debug shows the traceback)\n")
-        if after := getattr(error, "after", None):  # what to do next, e.g. the command that resumes
-            sys.stderr.write(f"{after}\n")
-        sys.exit(1)
-
-
-def _end_progress_bar_lines() -> None:
-    """End the line of every progress bar still drawn (a run that failed mid-epoch leaves Lightning's
-    open, its cursor after `loss=...]`), so that the error starts a line of its own."""
-    streams = {id(bar.fp): bar.fp for bar in list(tqdm._instances) if not bar.disable}  # bars not closed
-    for stream in streams.values():
-        with suppress(Exception):  # a closed or broken stream: nothing to end
-            stream.write("\n")
-            stream.flush()
-
-
-def _unwrapped(error: BaseException) -> BaseException:
-    """The user error itself: jsonargparse re-raises a constructor's error (e.g. a data module's) inside
-    its own message about union types, with the original as the cause."""
-    while True:
-        inner = error.__cause__ or error.__context__
-        frames = traceback.extract_tb(error.__traceback__)
-        wrapped = frames and "jsonargparse" in Path(frames[-1].filename).parts
-        if not (wrapped and isinstance(inner, USER_ERRORS)):
-            return error
-        error = inner
 
 
 def main(args: list[str] | None = None) -> None:

@@ -1,14 +1,66 @@
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from lightning.pytorch.cli import LightningCLI
 
-from msccl.cli import build_cli
+from msccl.cli import MscclCLI, build_cli
 from msccl.training import SegmentationModule
 from tests.conftest import REPO, TINY_SYNTHETIC
+
+# The private LightningCLI methods MscclCLI overrides or calls: (name, its parameters after self, the
+# LightningCLI method that calls it, or None where only msccl calls it; what in msccl depends on it). A
+# Lightning release that renames one would leave msccl's override never called, in silence.
+PRIVATE_LIGHTNING_CLI_METHODS = [
+    (
+        "_prepare_subcommand_parser",
+        ["klass", "subcommand", "kwargs"],
+        "_add_subcommands",
+        "MscclCLI._prepare_subcommand_parser (adds --run_dir, and predict's --output)",
+    ),
+    (
+        "_parse_ckpt_path",
+        [],
+        "__init__",
+        "MscclCLI._parse_ckpt_path (resolves --ckpt_path, applies the given settings over the checkpoint's)",
+    ),
+    (
+        "_run_subcommand",
+        ["subcommand"],
+        "__init__",
+        "MscclCLI._run_subcommand (removes a failed run's new directory, disarms the signal handlers)",
+    ),
+    (
+        "_parser",
+        ["subcommand"],
+        None,
+        "MscclCLI._parse_ckpt_path and before_instantiate_classes (call it for a subcommand's parser)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "caller", "user"),
+    PRIVATE_LIGHTNING_CLI_METHODS,
+    ids=[entry[0] for entry in PRIVATE_LIGHTNING_CLI_METHODS],
+)
+def test_the_private_lightning_cli_methods_msccl_relies_on_are_still_there(name, parameters, caller, user):
+    method = getattr(LightningCLI, name, None)
+    assert callable(method), f"lightning.pytorch.cli.LightningCLI.{name} is gone: {user} depends on it"
+    signature = inspect.signature(method)
+    assert list(signature.parameters)[1:] == parameters, (
+        f"LightningCLI.{name}{signature} no longer takes {parameters}: {user} depends on them"
+    )
+    if caller is not None:
+        assert f"self.{name}(" in inspect.getsource(getattr(LightningCLI, caller)), (
+            f"LightningCLI.{caller} no longer calls {name}: {user} would never run"
+        )
+    if name in vars(MscclCLI):  # msccl's override takes what Lightning passes
+        assert list(inspect.signature(vars(MscclCLI)[name]).parameters)[1:] == parameters
 
 
 def _checkpoints(run_root: Path) -> list[Path]:

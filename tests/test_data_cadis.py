@@ -1,4 +1,4 @@
-"""CaDIS: VideoXX layout and video split, tasks 1-3 pixel for pixel, repeat-factor sampling, a short fit."""
+"""CaDIS: VideoXX layout and video split, tasks 1-3 pixel for pixel, repeat-factor sampling."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from msccl.cli import build_cli
 from msccl.data import CaDIS, CaDISSegmentation, DatasetError
 from msccl.data.sampling import RepeatFactorSampler, repeat_factors
-from tests.dataset_trees import cadis_tree, expected_train_ids, tiny_fit_args, write_image
+from tests.dataset_trees import cadis_tree, expected_train_ids, write_image
 
 # docs/method.md C1, written out independently of msccl's tables
 TASK_TRAIN_IDS = {
@@ -152,12 +151,3 @@ def test_datamodule_uses_the_sampler_when_enabled(tree):
     expected[rare] = np.sqrt(0.15 / (1 / len(train)))
     np.testing.assert_allclose(sampler.factors, expected)
     assert CaDIS(str(tree.root), num_workers=0).train_sampler() is None
-
-
-def test_short_fit_from_the_config_with_repeat_factor_sampling(tree, in_tmp_dir):
-    args = tiny_fit_args(
-        "cadis.yaml", tree.root, "--data.init_args.task=2", "--data.init_args.repeat_factor_threshold=0.15"
-    )
-    cli = build_cli(args)
-    assert cli.trainer.global_step == 2 and cli.model.num_classes == 17
-    assert isinstance(cli.trainer.train_dataloader.sampler.order, RepeatFactorSampler)

@@ -94,11 +94,12 @@ def test_gradients_of_every_tap_reach_the_encoder_stem(name):
 
 @pytest.mark.parametrize("name", models.available())
 def test_one_training_step_with_cross_entropy_aux_and_a_contrastive_term_on_the_taps(name):
-    """A real SegmentationModule step: CE (+ aux) + 0.1 x MSCSContrastiveLoss on projected taps."""
+    """A real SegmentationModule step: CE (+ aux) + 0.25 x MSCSContrastiveLoss on projected taps."""
     module = SegmentationModule(
         lambda num_classes: small(name),
         NUM_CLASSES,
         contrastive=lambda n, ignore: MSCSContrastiveLoss(n, ignore, min_views_per_class=2),
+        contrastive_weight=0.25,
         projection_dim=16,
     ).train()
     params = list(module.parameters())
@@ -108,6 +109,8 @@ def test_one_training_step_with_cross_entropy_aux_and_a_contrastive_term_on_the_
     losses = module.compute_losses(module.net(images(), return_taps=True), label)
     assert ("aux_ce" in losses) == (name in WITH_AUX)
     assert losses["contrastive"] > 0 and torch.isfinite(losses["loss"])
+    aux = module.aux_weight * losses["aux_ce"] if "aux_ce" in losses else 0.0
+    assert torch.isclose(losses["loss"], losses["ce"] + aux + 0.25 * losses["contrastive"])
     losses["loss"].backward()
     optimizer.step()
     changed = [not torch.equal(b, p) for b, p in zip(before, params, strict=True)]

@@ -5,7 +5,7 @@ from msccl.models.deeplab import DeepLabV3, DeepLabV3Plus
 from msccl.models.fpn import FPN
 from msccl.models.hrnet import HRNet
 from msccl.models.ocrnet import OCRNet
-from msccl.models.registry import NetBuilder, available, build, get, register
+from msccl.models.registry import NetBuilder, available, get, register
 from msccl.models.segformer import Segformer
 from msccl.models.unet import Unet
 from msccl.models.upernet import UPerNet
@@ -27,7 +27,6 @@ __all__ = [
     "UPerNet",
     "Unet",
     "available",
-    "build",
     "get",
     "register",
 ]

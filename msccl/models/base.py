@@ -67,11 +67,6 @@ class SegmentationNet(nn.Module):
             aux_logits = None
         return SegmentationOutput(logits, aux_logits, list(taps) if return_taps else [])
 
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """Logits at input size only: the inference/export path (no taps, no auxiliary head)."""
-        return self.forward(x).logits
-
 
 def validate_tap_stages(
     stages: Sequence[int], usable: Sequence[int], setting: str = "tap_stages"

@@ -1,4 +1,6 @@
-"""Architectures by name. Config files use the same names as `class_path` (e.g. `class_path: FPN`)."""
+"""Architectures by name, for code that picks one by name: `available()` lists them (the benchmarks'
+choices, the docs), `get` finds one case-insensitively (benchmarks, tests). Configs do not use it: they
+name the class by its import path (`class_path: msccl.models.FPN`), which jsonargparse imports."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import TypeVar
 
 from msccl.models.base import SegmentationNet
 
-__all__ = ["register", "available", "get", "build"]
+__all__ = ["NetBuilder", "available", "get", "register"]
 
 _REGISTRY: dict[str, type[SegmentationNet]] = {}
 _Net = TypeVar("_Net", bound=type[SegmentationNet])
@@ -22,6 +24,7 @@ def register(cls: _Net) -> _Net:
 
 
 def available() -> list[str]:
+    """The registered architectures' class names, sorted."""
     return sorted(_REGISTRY)
 
 
@@ -32,10 +35,6 @@ def get(name: str) -> type[SegmentationNet]:
         return by_lower[name.lower()]
     except KeyError:
         raise KeyError(f"unknown architecture {name!r}; available: {', '.join(available())}") from None
-
-
-def build(name: str, num_classes: int, **kwargs) -> SegmentationNet:
-    return get(name)(num_classes, **kwargs)
 
 
 NetBuilder = Callable[[int], SegmentationNet]

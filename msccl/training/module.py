@@ -142,6 +142,7 @@ class SegmentationModule(L.LightningModule):
             raise ValueError(f"palette: expected one [r, g, b] of 0..255 per class, got {list(palette)}")
         self.val_iou = SegmentationIoU(num_classes, ignore_index)
         self.test_iou = SegmentationIoU(num_classes, ignore_index)
+        # the last evaluation's SegmentationIoU.compute(), {} before one; EvaluationFigures draws it
         self.last_iou: dict[str, Tensor] = {}
 
     # ---- losses -------------------------------------------------------------------------------------

@@ -1,17 +1,10 @@
-"""Cross-cutting training behaviour as Lightning callbacks (the module keeps the science).
-
-`ContrastiveWeightSchedule` is configured where wanted. `msccl` adds the other four to every run
-(config keys `nonfinite_loss_guard`, `random_state_checkpoint`, `interrupt_checkpoint`,
-`wandb_validation_images` and `evaluation_figures`): a step whose loss is not finite is skipped instead
-of corrupting the weights; the random generators' states travel in checkpoints so a resumed run
-continues exactly; Ctrl-C or SIGTERM stops at the next step with a checkpoint and the command that
-resumes it; a few validation images with predicted and true masks go to W&B when a WandbLogger is
-configured; and every evaluation leaves its confusion matrix and per-class IoU as pictures in the run
-directory."""
+"""What keeps a run's weights and its resumption sound: a step whose loss is not finite is skipped
+instead of corrupting the weights; the random generators' states travel in checkpoints so that a resumed
+run continues exactly; Ctrl-C or SIGTERM stops at the next step boundary with a checkpoint and the
+command that resumes it."""
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import shlex
@@ -22,63 +15,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
 from lightning.pytorch import Callback
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from msccl.data.transforms import denormalise
-
-__all__ = [
-    "ContrastiveWeightSchedule",
-    "EvaluationFigures",
-    "InterruptCheckpoint",
-    "NonFiniteLossGuard",
-    "RandomStateCheckpoint",
-    "WandbValidationImages",
-]
-
-
-class ContrastiveWeightSchedule(Callback):
-    """Delays and ramps the contrastive weight (docs/method.md B7); without it the weight is constant (A4).
-
-    The module's effective weight is `contrastive_weight x factor`, with factor 0 before `start_step`,
-    rising linearly to 1 over `ramp_steps` optimiser steps, then 1. The factor is a function of the
-    global step, so resuming from a checkpoint continues the schedule exactly; the schedule's settings
-    travel in the checkpoint and a resume with different settings is refused rather than silently mixed.
-    """
-
-    def __init__(self, start_step: int = 0, ramp_steps: int = 0) -> None:
-        if start_step < 0 or ramp_steps < 0:
-            raise ValueError(f"start_step and ramp_steps must be >= 0, got {start_step}, {ramp_steps}")
-        self.start_step = start_step
-        self.ramp_steps = ramp_steps
-
-    def factor(self, step: int) -> float:
-        if step < self.start_step:
-            return 0.0
-        if self.ramp_steps == 0:
-            return 1.0
-        return min(1.0, (step - self.start_step + 1) / self.ramp_steps)
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int):
-        pl_module.contrastive_weight_factor = self.factor(trainer.global_step)
-        pl_module.log("train/contrastive_weight", pl_module.effective_contrastive_weight, batch_size=1)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"start_step": self.start_step, "ramp_steps": self.ramp_steps}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        saved = (state_dict["start_step"], state_dict["ramp_steps"])
-        if saved != (self.start_step, self.ramp_steps):
-            raise ValueError(
-                f"the checkpoint's contrastive schedule (start_step, ramp_steps) = {saved} differs from "
-                f"this run's {(self.start_step, self.ramp_steps)}: resume with the same settings"
-            )
+__all__ = ["InterruptCheckpoint", "NonFiniteLossGuard", "RandomStateCheckpoint", "resume_command"]
 
 
 class NonFiniteLossGuard(Callback):
@@ -378,110 +321,3 @@ def resume_command(command: Sequence[str], checkpoint: Path) -> str:
         elif not argument.startswith("--ckpt_path="):
             kept.append(argument)
     return shlex.join([*kept, f"--ckpt_path={checkpoint}"])
-
-
-class WandbValidationImages(Callback):
-    """Logs the first `num_images` validation images of every validation (`val/examples`), in their
-    original colours (the loaders' ImageNet normalisation undone), each with its predicted and true masks
-    as W&B mask overlays; does nothing unless a WandbLogger is configured.
-
-    The images are collected across batches until there are `num_images`, so a `val_batch_size` of 1
-    (every real-data recipe) logs as many as one large batch would; fewer only when the validation has
-    fewer images. Rank 0 logs its own images.
-
-    Args:
-        num_images: images per validation (0 turns it off).
-    """
-
-    def __init__(self, num_images: int = 4) -> None:
-        if num_images < 0:
-            raise ValueError(f"wandb_validation_images.num_images must be >= 0, got {num_images}")
-        self.num_images = num_images
-        self._collected: list[tuple[np.ndarray, dict, str]] = []
-
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._collected = []
-
-    def on_validation_batch_end(
-        self, trainer, pl_module, outputs, batch: dict, batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        wanted = self.num_images - len(self._collected)
-        if wanted <= 0 or trainer.sanity_checking or not trainer.is_global_zero or outputs is None:
-            return
-        if not any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
-            return
-        names = dict(enumerate(pl_module.class_names))
-        samples = zip(batch["image"], outputs, batch["label"], batch["name"], strict=True)
-        for image, prediction, label, name in itertools.islice(samples, wanted):
-            masks = {
-                "prediction": {"mask_data": prediction.cpu().numpy(), "class_labels": names},
-                "ground_truth": {
-                    "mask_data": label.cpu().numpy(),
-                    "class_labels": {**names, pl_module.ignore_index: "ignore"},
-                },
-            }
-            self._collected.append((denormalise(image), masks, name))
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not self._collected:
-            return
-        images, masks, captions = (list(column) for column in zip(*self._collected, strict=True))
-        self._collected = []
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(
-                    key="val/examples", images=images, masks=masks, caption=captions, step=trainer.global_step
-                )
-
-
-class EvaluationFigures(Callback):
-    """After every `validate` and `test`, and after the last validation of `fit`, writes into the run
-    directory (`trainer.default_root_dir`) `<stage>_confusion.png` (row-normalised confusion matrix with
-    class names), `<stage>_confusion.csv` (the pixel counts it shows: the metric's confusion matrix) and
-    `<stage>_iou.png` (per-class IoU bars), for stage `val` or `test`; with a WandbLogger they are logged
-    too (`<stage>/confusion_matrix`, `<stage>/iou_chart`) with a table of per-class IoU
-    (`<stage>/iou_table`). Rank 0 only: the confusion matrix is already summed over processes.
-
-    Drawing needs matplotlib (the `plots` extra): without it a warning says so and nothing is drawn.
-
-    Args:
-        enabled: False writes nothing.
-    """
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.written: dict[str, dict[str, Path]] = {}
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:  # during fit, only the last validation (on_fit_end)
-            self._write(trainer, pl_module, "val")
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, "val")
-
-    def on_test_end(self, trainer, pl_module) -> None:
-        self._write(trainer, pl_module, "test")
-
-    def _write(self, trainer, pl_module, stage: str) -> None:
-        result = getattr(pl_module, "last_iou", None)
-        if not (self.enabled and trainer.is_global_zero and result and "confusion" in result):
-            return
-        try:
-            from msccl.plots.figures import write_evaluation_figures
-        except ImportError as error:
-            rank_zero_warn(f"no confusion-matrix or IoU pictures: {error}")
-            return
-        iou = result["iou"].cpu().numpy()
-        written = write_evaluation_figures(
-            trainer.default_root_dir, stage, result["confusion"].cpu().numpy(), iou, pl_module.class_names
-        )
-        self.written[stage] = written
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=f"{stage}/confusion_matrix", images=[str(written["confusion"])])
-                logger.log_image(key=f"{stage}/iou_chart", images=[str(written["iou"])])
-                rows = [
-                    [name, None if value != value else float(value)]
-                    for name, value in zip(pl_module.class_names, iou.tolist(), strict=True)
-                ]
-                logger.log_table(key=f"{stage}/iou_table", columns=["class", "IoU"], data=rows)
