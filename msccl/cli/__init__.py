@@ -16,9 +16,14 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from msccl._offline import set_offline_defaults
-from msccl.checkpoint_settings import apply_given_settings, plain
+from msccl.cli.checkpoint_settings import apply_given_settings, plain
+from msccl.cli.config_arguments import (
+    check_a_config_is_given,
+    check_config_files_are_yaml,
+    resolve_config_names,
+)
+from msccl.cli.user_errors import DEBUG_VARIABLE, ConfigError, one_line_errors
 from msccl.commands import EXTRA_COMMANDS, LIGHTNING_COMMANDS, run_command_without_lightning, usage
-from msccl.config_arguments import check_a_config_is_given, check_config_files_are_yaml, resolve_config_names
 from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import (
@@ -33,7 +38,6 @@ from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, DiskF
 from msccl.training.prediction import PredictionWriter
 from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
 from msccl.training.wandb_agent import add_sweep_logger
-from msccl.user_errors import DEBUG_VARIABLE, ConfigError, one_line_errors
 
 __all__ = [
     "EXTRA_COMMANDS",
@@ -59,7 +63,7 @@ class MscclCLI(LightningCLI):
     `--ckpt_path` (`_parse_ckpt_path`): `last` is resolved to a file in every subcommand; the file is
     checked (exists, complete, digest) before any folder is created; model settings given explicitly
     (command line or --config files) are applied over the checkpoint's, or refused with the key named
-    where the weights cannot follow (network, classes, heads: `msccl.checkpoint_settings`). A run that
+    where the weights cannot follow (network, classes, heads: `msccl.cli.checkpoint_settings`). A run that
     fails before its first training step leaves no new run directory behind.
     """
 

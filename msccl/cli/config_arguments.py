@@ -9,9 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from msccl.cli.user_errors import ConfigError
 from msccl.commands import LIGHTNING_COMMANDS
 from msccl.configs import config_path
-from msccl.user_errors import ConfigError
 
 __all__ = ["CONFIG_FLAGS", "check_a_config_is_given", "check_config_files_are_yaml", "resolve_config_names"]
 
