@@ -29,10 +29,10 @@ from torch import Tensor
 from msccl.data.base import read_image, to_rgb8, to_sample
 from msccl.data.transforms import eval_transform
 from msccl.plots.legend import add_legend
+from msccl.plots.overlay import overlay
 from msccl.training import SegmentationModule
 from msccl.training.checkpoint import verify_checkpoint
 from msccl.training.evaluation import Evaluation
-from msccl.training.prediction import overlay
 
 __all__ = ["ImageInput", "Segmenter"]
 

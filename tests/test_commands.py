@@ -12,8 +12,8 @@ import yaml
 import msccl
 from msccl.cli import build_cli, main
 from msccl.commands.config import included_configs
+from msccl.commands.flags import CommandParser
 from msccl.configs import CONFIG_ROOT, ConfigNotFoundError, config_path, config_summary, packaged_configs
-from msccl.flags import CommandParser
 from tests.conftest import REPO, TINY_SYNTHETIC
 
 TINY = [a for a in TINY_SYNTHETIC if not a.startswith("--config")]

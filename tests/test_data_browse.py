@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from msccl.cli import main as msccl_main
-from msccl.data.check import main
+from msccl.commands.data import main
 from msccl.data.cityscapes import CityscapesSegmentation
 from msccl.data.transforms import eval_transform
 from msccl.plots.browse import Browsable, pixel_counts

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from msccl.cli import main as msccl_main
-from msccl.data.check import main
+from msccl.commands.data import main
 from tests.dataset_trees import (
     HEIGHT,
     WIDTH,

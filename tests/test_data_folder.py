@@ -1,5 +1,6 @@
-"""Your own data (msccl.data.folder): both layouts, id maps (8 and 16 bit) and colour masks mapped pixel
-for pixel by classes.yaml, every table error and planted fault named, tiny fit + predict on a folder tree."""
+"""Your own data (msccl.data.folder, msccl.data.class_table): both layouts, id maps (8 and 16 bit) and
+colour masks mapped pixel for pixel by classes.yaml, every table error and planted fault named, tiny fit +
+predict on a folder tree."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from PIL import Image
 
 from msccl.cli import build_cli
+from msccl.commands.data import main as data_main
 from msccl.data import DatasetError, FolderSegmentation, LabelledFolder
-from msccl.data.check import main as data_main
-from msccl.data.folder import read_class_table, write_example_tree
+from msccl.data.class_table import read_class_table
+from msccl.data.example import write_example_tree
 from msccl.data.sampling import RepeatFactorSampler
 from tests.dataset_trees import tiny_fit_args, truncate, write_image
 

@@ -15,10 +15,10 @@ from msccl.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main
 from msccl.commands import HELP_WIDTH, usage
 from tests.conftest import REPO
 
-# every package and the modules a library user imports
+# every package, the modules a library user imports and the commands' modules
 LIBRARY_MODULES = (
     "msccl, msccl.contrastive, msccl.models, msccl.data, msccl.training, msccl.cli, msccl.training.sweep, "
-    "msccl.data.check, msccl.models.export"
+    "msccl.data.check, msccl.models.export, msccl.commands.data, msccl.commands.export, msccl.commands.sweep"
 )
 
 THIRD_PARTY = (

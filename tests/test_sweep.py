@@ -12,7 +12,8 @@ import yaml
 from jsonargparse import Namespace
 
 from msccl.cli import build_cli
-from msccl.training.sweep import Sweep, SweepError, main, proposals
+from msccl.commands.sweep import main
+from msccl.training.sweep import Sweep, SweepError, proposals
 from tests.conftest import REPO, TINY_SYNTHETIC
 
 SWEEP_FILES = sorted((REPO / "conf" / "sweeps").glob("*.yaml"))

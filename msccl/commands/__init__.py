@@ -40,10 +40,10 @@ LIGHTNING_COMMANDS: dict[str, str] = {
 # `msccl --help` shows the module docstring's first paragraph: one line per "`msccl NAME ...`: summary"
 # (several for a command with subcommands), or the whole paragraph under NAME.
 EXTRA_COMMANDS: dict[str, str] = {
-    "data": "msccl.data.check:main",
-    "export": "msccl.models.export:main",
-    "plot": "msccl.plots.curves:main",
-    "sweep": "msccl.training.sweep:main",
+    "data": "msccl.commands.data:main",
+    "export": "msccl.commands.export:main",
+    "plot": "msccl.commands.plot:main",
+    "sweep": "msccl.commands.sweep:main",
     "config": "msccl.commands.config:main",
 }
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from msccl.commands import listing_line
+from msccl.commands.flags import CommandParser
 from msccl.configs import CONFIG_ROOT, ConfigNotFoundError, config_summary, packaged_config, packaged_configs
-from msccl.flags import CommandParser
 
 __all__ = ["included_configs", "main"]
 

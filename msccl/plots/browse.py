@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 from msccl.data.base import IGNORE_INDEX, Transform
 from msccl.data.transforms import denormalise, seed_pipeline
 from msccl.plots.figures import image_pairs_figure, pixel_share_figure, save
+from msccl.plots.overlay import overlay
 from msccl.progress import progress
-from msccl.training.prediction import overlay
 
 __all__ = ["Browsable", "browse", "pixel_counts"]
 

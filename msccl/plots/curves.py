@@ -1,6 +1,4 @@
-"""`msccl plot RUN_DIR [RUN_DIR ...] --output FILE.png`: learning curves from runs' `metrics.csv`.
-
-    msccl plot runs/synthetic/version_0 runs/synthetic/version_1 --output curves.png
+"""Learning curves from runs' `metrics.csv` (`msccl plot`), and paired comparisons of seeds.
 
 One panel per quantity, every run on the same axes (labelled by its run directory): the total loss, each
 loss term (CE, auxiliary CE, the contrastive total and its multi-scale / cross-scale terms), the learning
@@ -22,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from msccl.flags import CommandParser
 from msccl.plots.figures import Figure, save
 
 __all__ = [
     "Curve",
     "Panel",
-    "main",
     "panels_for",
     "plot_learning_curves",
     "plot_paired_seeds",
@@ -231,23 +227,3 @@ def _spread(curves: list[Curve], label: str, key: str) -> tuple[np.ndarray, ...]
         raise ValueError(f"{label}: its runs logged {key} at different steps, so they cannot be averaged")
     values = np.stack([v for _, v in curves])
     return steps, values.mean(0), values.min(0), values.max(0)
-
-
-def main(argv: list[str]) -> int:
-    """`msccl plot RUN_DIR [RUN_DIR ...] --output FILE.png`."""
-    parser = CommandParser(prog="msccl plot", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", help="run directories (each with its metrics.csv)")
-    parser.add_argument("--output", required=True, help="the PNG to write")
-    parser.add_argument("--title", default="", help="a title above the panels")
-    parser.add_argument("--dpi", type=int, default=100, help="pixels per inch of the PNG (default: 100)")
-    args = parser.parse_args(argv)
-    output = Path(args.output)
-    if output.suffix.lower() != ".png":
-        parser.error(f"--output {output}: give a .png file")
-    try:
-        runs = {str(run): [run] for run in args.run_dirs}
-        path = plot_learning_curves(runs, output, title=args.title, dpi=args.dpi)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    print(f"wrote {path}")
-    return 0

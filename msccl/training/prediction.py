@@ -13,22 +13,12 @@ from torch import Tensor
 
 from msccl.data.base import IGNORE_INDEX, IMAGE_EXTENSIONS, read_image
 from msccl.plots.legend import add_legend
+from msccl.plots.overlay import overlay
 
-__all__ = ["IGNORE_COLOUR", "PredictionWriter", "colourise", "overlay", "write_label_png"]
+__all__ = ["IGNORE_COLOUR", "PredictionWriter", "write_label_png"]
 
 IGNORE_COLOUR = (0, 0, 0)
 """Colour of the ignore id (255) and of the unused entries in the palette of a label PNG."""
-
-
-def colourise(label: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """RGB uint8 [H, W, 3] of a train-id map [H, W] with one palette row [C, 3] per class."""
-    return palette[label]
-
-
-def overlay(image: np.ndarray, label: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with each pixel's class colour blended in (`alpha` = weight of the colour)."""
-    blended = alpha * colourise(label, palette).astype(np.float32) + (1 - alpha) * image.astype(np.float32)
-    return blended.round().astype(np.uint8)
 
 
 def write_label_png(path: Path, label: np.ndarray, palette: np.ndarray) -> None:
