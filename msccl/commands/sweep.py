@@ -22,7 +22,6 @@ from typing import Any
 
 import optuna
 
-import msccl
 from msccl.commands.flags import CommandParser
 from msccl.configs import ConfigNotFoundError, config_path
 from msccl.progress import progress
@@ -87,11 +86,7 @@ def _run_trial(sweep: Sweep, values: dict[str, Any], extra: Sequence[str], run_d
     """Run one trial's command in `run_dir` (its output in `output.log`); the sweep metric's last value."""
     run_dir.mkdir(parents=True, exist_ok=True)
     command = [*sweep.command_line(values, extra), f"--run_dir={run_dir}"]
-    env = dict(os.environ)
-    # `python -m msccl` would find an installed msccl first (e.g. another checkout's editable install):
-    # the trials import the msccl that runs the sweep
-    package_root = str(Path(msccl.__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env = dict(os.environ)  # the trials run this interpreter's msccl (`python -m msccl`), as the sweep does
     env.setdefault("WANDB_RUN_GROUP", sweep.name)
     log = run_dir / "output.log"
     with open(log, "w") as output:
