@@ -18,6 +18,7 @@ from msccl.contrastive.diagnostics import embedding_diagnostics
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
 from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
 from msccl.contrastive.sampling import ClassBalancedSample, downsample_labels, sample_scales
+from msccl.labels import IGNORE_INDEX
 
 __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 
@@ -73,7 +74,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         temperature: float = 0.1,
         cross_scale_temperature: float | None = None,
         scale_weights: Sequence[float] | None = None,

@@ -28,6 +28,7 @@ from msccl.contrastive.memory import (
     ranks_within_groups,
 )
 from msccl.contrastive.sampling import check_labels
+from msccl.labels import IGNORE_INDEX
 
 __all__ = ["HardAnchorSample", "PixelContrastLoss", "pixel_contrast_loss", "sample_hard_anchors"]
 
@@ -173,7 +174,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         temperature: float = 0.1,
         base_temperature: float = 0.07,
         max_samples: int = 1024,

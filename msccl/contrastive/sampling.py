@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from msccl.labels import IGNORE_INDEX
+
 __all__ = [
     "ClassBalancedSample",
     "check_labels",
@@ -64,7 +66,7 @@ def _raise_invalid(labels: Tensor, num_classes: int, ignore_index: int) -> None:
     )
 
 
-def check_labels(labels: Tensor, num_classes: int, ignore_index: int = 255) -> None:
+def check_labels(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise ValueError if a label is neither a real class id in [0, num_classes) nor ignore_index (B4)."""
     if bool(_invalid_label_mask(labels, num_classes, ignore_index).any()):
         _raise_invalid(labels, num_classes, ignore_index)
@@ -76,7 +78,7 @@ def downsample_labels(
     mode: LabelDownsampling = "nearest",
     *,
     num_classes: int | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Downsample integer labels [B, H, W] to ``size`` = (h, w).
 
@@ -141,7 +143,7 @@ def sample_class_balanced(
     labels: Tensor,
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     min_views_per_class: int = 5,
     max_views_per_class: int = 2500,
     max_features_total: int = 10000,
@@ -179,7 +181,7 @@ def sample_scales(
     labels: list[Tensor],
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     min_views_per_class: int = 5,
     max_views_per_class: int = 2500,
     max_features_total: int = 10000,

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
+from msccl.data.base import FileSegmentation, ImageFolder, Transform
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_PALETTE, SyntheticSegmentation, synthetic_classes
 from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
+from msccl.labels import IGNORE_INDEX
 from msccl.progress import progress
 
 __all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from msccl.data.base import IGNORE_INDEX
+from msccl.labels import IGNORE_INDEX
 
 __all__ = [
     "IMAGENET_MEAN",
