@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from msccl.contrastive.options import LabelDownsampling, check_option
 from msccl.labels import IGNORE_INDEX
 
 __all__ = [
@@ -27,8 +27,6 @@ __all__ = [
     "sample_scales",
     "views_per_pair",
 ]
-
-LabelDownsampling = Literal["nearest", "majority"]
 
 # Random sort keys: pair id in the high bits, a uniform random integer in the low bits.
 _RANDOM_BITS = 40
@@ -90,6 +88,7 @@ def downsample_labels(
     with as many pixels of a class as of ignore takes the class. ``majority`` needs H and W to be
     multiples of h and w.
     """
+    check_option("label_downsampling", mode, LabelDownsampling)
     if labels.dim() != 3:
         raise ValueError(f"labels must be [B, H, W], got shape {tuple(labels.shape)}")
     B, H, W = labels.shape
@@ -99,8 +98,6 @@ def downsample_labels(
     if mode == "nearest":
         # docs/method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
         return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
-    if mode != "majority":
-        raise ValueError(f"label downsampling must be 'nearest' or 'majority', got {mode!r}")
     if H % h or W % w:
         raise ValueError(
             f"majority label downsampling needs the label size {H}x{W} to be a multiple of the feature "
