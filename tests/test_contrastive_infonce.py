@@ -153,6 +153,14 @@ def test_no_grad_and_input_validation():
         infonce(z, y, z[:, :2], y)
 
 
+def test_infonce_refuses_an_unknown_kernel_or_precision():
+    z, y = make_set(4, 3, 2, seed=6)
+    with pytest.raises(ValueError, match="kernel must be one of auto, blockwise, triton, got 'cuda'"):
+        infonce(z, y, kernel="cuda")
+    with pytest.raises(ValueError, match="matmul_precision must be one of highest, tf32, bf16, got 'fp8'"):
+        infonce(z, y, matmul_precision="fp8")
+
+
 # ---------------------------------------------------------------- precision (B2)
 
 

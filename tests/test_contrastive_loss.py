@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from contrastive_reference import EQUAL_CELLS, cell_labels, reference_infonce, reference_total
@@ -322,19 +324,31 @@ def test_majority_label_downsampling_option():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"num_classes": 0},
-        {"num_classes": 3, "temperature": 0.0},
-        {"num_classes": 3, "cross_scale_temperature": -1.0},
-        {"num_classes": 3, "cross_scale_weights": [1.0]},
-        {"num_classes": 3, "min_views_per_class": 0},
-        {"num_classes": 3, "label_downsampling": "bilinear"},
-        {"num_classes": 3, "budget": "everything"},
+        ({"num_classes": 0}, "num_classes must be at least 1, got 0"),
+        ({"num_classes": 3, "temperature": 0.0}, "temperature and cross_scale_temperature must be positive"),
+        (
+            {"num_classes": 3, "cross_scale_temperature": -1.0},
+            "temperature and cross_scale_temperature must be positive",
+        ),
+        ({"num_classes": 3, "cross_scale_weights": [1.0]}, "cross_scale_weights has 1 entries for 2 "),
+        ({"num_classes": 3, "min_views_per_class": 0}, "min/max views, max_features_total and block_size"),
+        (
+            {"num_classes": 3, "label_downsampling": "bilinear"},
+            "label_downsampling must be one of nearest, majority, got 'bilinear'",
+        ),
+        ({"num_classes": 3, "budget": "everything"}, "budget must be one of per_device, global, got"),
+        # moved here from test_contrastive_triton.py, which skips without Triton
+        (
+            {"num_classes": 2, "matmul_precision": "half"},
+            "matmul_precision must be one of auto, highest, tf32, bf16, got 'half'",
+        ),
+        ({"num_classes": 2, "kernel": "cuda"}, "kernel must be one of auto, blockwise, triton, got 'cuda'"),
     ],
 )
-def test_invalid_configuration_raises(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_configuration_raises(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         MSCSContrastiveLoss(**kwargs)
 
 

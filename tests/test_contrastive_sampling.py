@@ -88,6 +88,11 @@ def test_majority_downsampling_needs_divisible_sizes():
         downsample_labels(torch.zeros(1, 10, 10, dtype=torch.long), (3, 3), "majority", num_classes=2)
 
 
+def test_downsampling_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="label_downsampling must be one of nearest, majority, got 'bilin"):
+        downsample_labels(torch.zeros(1, 8, 8, dtype=torch.long), (4, 4), "bilinear")
+
+
 # ---------------------------------------------------------------- the V rule (A2.4)
 
 

@@ -13,6 +13,7 @@ from msccl.data.sampling import ResumableDataLoader
 from msccl.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
+    Augmentation,
     ClassRatioRandomCrop,
     RandomRescale,
     largest_class_share,
@@ -87,7 +88,8 @@ def test_padding_is_ignore_in_the_label_and_black_in_the_image():
     # PadIfNeeded reflects by default and would fill masks with 0 = a real class)
     image = np.full((20, 30, 3), 200, np.uint8)
     label = np.full((20, 30), 4, np.uint8)
-    transform = _pipeline(0, crop_size=(40, 50), scale_range=(1, 1), aspect_range=(1, 1), colour_jitter=None)
+    unscaled = Augmentation(scale_range=(1, 1), aspect_range=(1, 1), colour_jitter=None)
+    transform = _pipeline(0, crop_size=(40, 50), augmentation=unscaled)
     out = transform(image=image, mask=label)
     mask, normalised = out["mask"].numpy(), out["image"].numpy()
     assert mask.shape == (40, 50)

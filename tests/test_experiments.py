@@ -12,7 +12,7 @@ protocol come from the files.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -336,7 +336,7 @@ def test_full_size_network_trains_one_step_with_every_contrastive_term_and_evalu
     assert sum(p.numel() for p in module.net.parameters()) / 1e6 > recipe.min_parameters_m
     # data: the dataset's classes and the paper's augmentation
     assert type(data).__name__ == recipe.data_class and module.num_classes == recipe.num_classes
-    assert data.augmentation == PAPER_AUGMENTATION
+    assert asdict(data.augmentation) == PAPER_AUGMENTATION
     # loss weights, optimiser and per-iteration schedule over the configured iterations (docs/method.md C3)
     if recipe.class_weights is None:
         assert module.class_weights is None

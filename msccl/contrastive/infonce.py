@@ -33,17 +33,16 @@ import os
 import warnings
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["VERIFIED_TRITON", "Kernel", "MatmulPrecision", "infonce", "triton_available"]
+from msccl.contrastive.options import Kernel, MatmulPrecision, check_option
 
-MatmulPrecision = Literal["highest", "tf32", "bf16"]
-Kernel = Literal["auto", "blockwise", "triton"]
+__all__ = ["VERIFIED_TRITON", "infonce", "triton_available"]
 
 # The matmul_precisions whose Triton kernels passed the correctness gate of benchmarks/gpu_checks.sh
 # (Triton against float64 on the GPU, every case PASS) and measured faster than the blockwise path there:
@@ -97,8 +96,8 @@ def infonce(
         raise ValueError(f"temperature must be positive, got {temperature}")
     if block_size < 1:
         raise ValueError(f"block_size must be at least 1, got {block_size}")
-    if matmul_precision not in _ROUNDING:
-        raise ValueError(f"matmul_precision must be one of {sorted(_ROUNDING)}, got {matmul_precision!r}")
+    check_option("matmul_precision", matmul_precision, MatmulPrecision)
+    check_option("kernel", kernel, Kernel)
     _check_pair(anchors, anchor_labels, "anchors")
     if contrast is not None:
         _check_pair(contrast, contrast_labels, "contrast")
@@ -124,9 +123,7 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _use_triton(kernel: str, anchors: Tensor, matmul_precision: str) -> bool:
-    if kernel not in ("auto", "blockwise", "triton"):
-        raise ValueError(f"kernel must be 'auto', 'blockwise' or 'triton', got {kernel!r}")
+def _use_triton(kernel: Kernel, anchors: Tensor, matmul_precision: MatmulPrecision) -> bool:
     if kernel == "triton" and not triton_available():
         raise ValueError("kernel='triton' needs the optional Triton dependency: pip install 'msccl[triton]'")
     if kernel == "triton" and not anchors.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":

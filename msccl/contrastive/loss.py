@@ -8,7 +8,6 @@ The training module multiplies it by its own weight (0.1 in the paper); this mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -16,8 +15,10 @@ from torch import Tensor
 from msccl.contrastive.base import SegmentationContrastiveLoss
 from msccl.contrastive.diagnostics import embedding_diagnostics
 from msccl.contrastive.distributed import gather_samples, reduce_pair_stats, world_size
-from msccl.contrastive.infonce import Kernel, MatmulPrecision, infonce
+from msccl.contrastive.infonce import infonce
+from msccl.contrastive.options import Budget, Kernel, LabelDownsampling, MatmulPrecisionOrAuto, check_option
 from msccl.contrastive.sampling import ClassBalancedSample, downsample_labels, sample_scales
+from msccl.labels import IGNORE_INDEX
 
 __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 
@@ -73,7 +74,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         temperature: float = 0.1,
         cross_scale_temperature: float | None = None,
         scale_weights: Sequence[float] | None = None,
@@ -84,11 +85,11 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
         min_views_per_class: int = 5,
         max_views_per_class: int = 2500,
         max_features_total: int = 10000,
-        label_downsampling: Literal["nearest", "majority"] = "nearest",
+        label_downsampling: LabelDownsampling = "nearest",
         detach_low_res: bool = False,
-        budget: Literal["per_device", "global"] = "per_device",
+        budget: Budget = "per_device",
         block_size: int = 512,
-        matmul_precision: Literal["auto", "highest", "tf32", "bf16"] = "auto",
+        matmul_precision: MatmulPrecisionOrAuto = "auto",
         kernel: Kernel = "auto",
     ) -> None:
         super().__init__()
@@ -105,18 +106,10 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
             )
         if min(min_views_per_class, max_views_per_class, max_features_total, block_size) < 1:
             raise ValueError("min/max views, max_features_total and block_size must be at least 1")
-        if label_downsampling not in ("nearest", "majority"):
-            raise ValueError(
-                f"label_downsampling must be 'nearest' or 'majority', got {label_downsampling!r}"
-            )
-        if budget not in ("per_device", "global"):
-            raise ValueError(f"budget must be 'per_device' or 'global', got {budget!r}")
-        if matmul_precision not in ("auto", *get_args(MatmulPrecision)):
-            raise ValueError(
-                f"matmul_precision must be auto, highest, tf32 or bf16, got {matmul_precision!r}"
-            )
-        if kernel not in get_args(Kernel):
-            raise ValueError(f"kernel must be auto, blockwise or triton, got {kernel!r}")
+        check_option("label_downsampling", label_downsampling, LabelDownsampling)
+        check_option("budget", budget, Budget)
+        check_option("matmul_precision", matmul_precision, MatmulPrecisionOrAuto)
+        check_option("kernel", kernel, Kernel)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature
@@ -200,8 +193,6 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
                     f"feature map {s} has shape {tuple(x.shape)}; expected [B, C, h, w] with B = "
                     f"{labels.shape[0]} like the labels"
                 )
-        if self.multi_scale:
-            self.scale_weights_for(num_scales)  # fail before sampling on a weight list of the wrong length
         used = set(range(num_scales)) if self.multi_scale else set()
         for a, c, _ in self.cross_scale_pairs_for(num_scales):
             used |= {a, c}

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from msccl.labels import IGNORE_INDEX
+
 __all__ = ["PixelPointerAdvance", "PixelQueuePool", "PixelSegmentMemory", "ranks_within_groups"]
 
 PixelQueuePool = Literal["image_prefix", "class"]
@@ -46,7 +48,7 @@ class PixelSegmentMemory(nn.Module):
         dim: int,
         size: int,
         pixel_update_freq: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         skip_class_zero: bool = True,
         pixel_pool: PixelQueuePool = "image_prefix",
         pointer_advance: PixelPointerAdvance = "one",

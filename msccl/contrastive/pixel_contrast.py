@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,9 @@ from msccl.contrastive.memory import (
     PixelSegmentMemory,
     ranks_within_groups,
 )
+from msccl.contrastive.options import check_option
 from msccl.contrastive.sampling import check_labels
+from msccl.labels import IGNORE_INDEX
 
 __all__ = ["HardAnchorSample", "PixelContrastLoss", "pixel_contrast_loss", "sample_hard_anchors"]
 
@@ -173,7 +174,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
     def __init__(
         self,
         num_classes: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         temperature: float = 0.1,
         base_temperature: float = 0.07,
         max_samples: int = 1024,
@@ -197,10 +198,8 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
             raise ValueError("max_samples, max_views and embedding_dim must be >= 1, memory_size >= 0")
         if memory_label_stride is not None and memory_label_stride < 1:
             raise ValueError(f"memory_label_stride must be null or >= 1, got {memory_label_stride}")
-        if pixel_queue_pool not in get_args(PixelQueuePool):
-            raise ValueError(f"pixel_queue_pool must be image_prefix or class, got {pixel_queue_pool!r}")
-        if pixel_pointer_advance not in get_args(PixelPointerAdvance):
-            raise ValueError(f"pixel_pointer_advance must be one or count, got {pixel_pointer_advance!r}")
+        check_option("pixel_queue_pool", pixel_queue_pool, PixelQueuePool)
+        check_option("pixel_pointer_advance", pixel_pointer_advance, PixelPointerAdvance)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from msccl.contrastive.options import LabelDownsampling, check_option
+from msccl.labels import IGNORE_INDEX
 
 __all__ = [
     "ClassBalancedSample",
@@ -25,8 +27,6 @@ __all__ = [
     "sample_scales",
     "views_per_pair",
 ]
-
-LabelDownsampling = Literal["nearest", "majority"]
 
 # Random sort keys: pair id in the high bits, a uniform random integer in the low bits.
 _RANDOM_BITS = 40
@@ -64,7 +64,7 @@ def _raise_invalid(labels: Tensor, num_classes: int, ignore_index: int) -> None:
     )
 
 
-def check_labels(labels: Tensor, num_classes: int, ignore_index: int = 255) -> None:
+def check_labels(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise ValueError if a label is neither a real class id in [0, num_classes) nor ignore_index (B4)."""
     if bool(_invalid_label_mask(labels, num_classes, ignore_index).any()):
         _raise_invalid(labels, num_classes, ignore_index)
@@ -76,7 +76,7 @@ def downsample_labels(
     mode: LabelDownsampling = "nearest",
     *,
     num_classes: int | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Downsample integer labels [B, H, W] to ``size`` = (h, w).
 
@@ -88,6 +88,7 @@ def downsample_labels(
     with as many pixels of a class as of ignore takes the class. ``majority`` needs H and W to be
     multiples of h and w.
     """
+    check_option("label_downsampling", mode, LabelDownsampling)
     if labels.dim() != 3:
         raise ValueError(f"labels must be [B, H, W], got shape {tuple(labels.shape)}")
     B, H, W = labels.shape
@@ -97,8 +98,6 @@ def downsample_labels(
     if mode == "nearest":
         # docs/method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
         return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
-    if mode != "majority":
-        raise ValueError(f"label downsampling must be 'nearest' or 'majority', got {mode!r}")
     if H % h or W % w:
         raise ValueError(
             f"majority label downsampling needs the label size {H}x{W} to be a multiple of the feature "
@@ -141,7 +140,7 @@ def sample_class_balanced(
     labels: Tensor,
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     min_views_per_class: int = 5,
     max_views_per_class: int = 2500,
     max_features_total: int = 10000,
@@ -179,7 +178,7 @@ def sample_scales(
     labels: list[Tensor],
     num_classes: int,
     *,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     min_views_per_class: int = 5,
     max_views_per_class: int = 2500,
     max_features_total: int = 10000,

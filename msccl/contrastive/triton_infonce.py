@@ -61,11 +61,8 @@ def launch_config(
     dim: int, matmul_precision: str, block_rows: int | None = None, block_cols: int | None = None
 ) -> dict:
     """Compile-time constants and launch options of the kernels for vectors of ``dim`` columns
-    (``block_rows`` / ``block_cols``: other tiles than the chosen ones, for tests)."""
-    if matmul_precision not in _DOT_PRECISION:
-        raise ValueError(
-            f"matmul_precision must be one of {sorted(_DOT_PRECISION)}, got {matmul_precision!r}"
-        )
+    (``block_rows`` / ``block_cols``: other tiles than the chosen ones, for tests). ``matmul_precision``
+    is tf32 or bf16, the precisions with kernels: ``infonce`` sends no other."""
     if dim > MAX_DIM:
         raise ValueError(f"the Triton kernels take vectors of at most {MAX_DIM} columns, got {dim}")
     block_d = max(16, triton.next_power_of_2(dim))

@@ -19,6 +19,9 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from msccl.data.transforms import eval_transform
+from msccl.labels import IGNORE_INDEX
+
 __all__ = [
     "IGNORE_INDEX",
     "DatasetError",
@@ -35,9 +38,6 @@ __all__ = [
     "to_rgb8",
     "to_sample",
 ]
-
-IGNORE_INDEX = 255
-"""The one ignore id: labels travel as train ids with 255 = ignore, from the dataset file to the loss."""
 
 Sample = dict[str, Any]
 """{"image": float [3, H, W], "label": int64 [H, W] (absent when predicting), "name": str}; ImageFolder's
@@ -61,8 +61,6 @@ class NotAnIdMap(DatasetError):
 
 def to_sample(image: np.ndarray, label: np.ndarray | None, name: str, transform: Transform | None) -> Sample:
     """Apply `transform` (default: ImageNet normalisation) and convert to tensors."""
-    from msccl.data.transforms import eval_transform
-
     transform = transform or eval_transform()
     if label is None:
         out = transform(image=image)

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from msccl.data.base import IGNORE_INDEX, FileSegmentation, ImageFolder, Transform
+from msccl.data.base import FileSegmentation, ImageFolder, Transform
 from msccl.data.sampling import RepeatFactorSampler, ResumableDataLoader, repeat_factors
 from msccl.data.synthetic import SYNTHETIC_PALETTE, SyntheticSegmentation, synthetic_classes
-from msccl.data.transforms import eval_transform, flip_transform, seed_pipeline, train_transform
+from msccl.data.transforms import Augmentation, eval_transform, flip_transform, seed_pipeline, train_transform
+from msccl.labels import IGNORE_INDEX
 from msccl.progress import progress
 
 __all__ = ["FileDataModule", "SegmentationDataModule", "SyntheticDataModule", "default_num_workers"]
@@ -192,13 +193,8 @@ class FileDataModule(SegmentationDataModule):
     Args:
         root: the dataset folder exactly as shipped.
         crop_size: training crop, (height, width) or one int for a square.
-        scale_range: random rescale factor range.
-        aspect_range: extra factor range of the width (aspect jitter).
-        max_class_ratio: the crop retries until no class covers this share of its labelled pixels.
-        crop_attempts: crop draws before keeping the last one.
-        flip_probability: horizontal flip probability.
-        colour_jitter: brightness/contrast/saturation factor range (null: no colour jitter).
-        hue_shift: hue jitter range +-.
+        augmentation: rescale, crop, flip and colour jitter of the training images
+            (`msccl.data.transforms.Augmentation`); default: the paper's.
         test_split: the split `msccl test` evaluates.
         repeat_factor_threshold: repeat-factor sampling of images with rare classes (LVIS) with this
             threshold (e.g. 0.15); null shuffles uniformly. Deterministic from the run's seed.
@@ -215,13 +211,7 @@ class FileDataModule(SegmentationDataModule):
         self,
         root: str,
         crop_size: int | tuple[int, int] = 512,
-        scale_range: tuple[float, float] = (0.5, 2.0),
-        aspect_range: tuple[float, float] = (0.9, 1.1),
-        max_class_ratio: float = 0.75,
-        crop_attempts: int = 10,
-        flip_probability: float = 0.5,
-        colour_jitter: tuple[float, float] | None = (2 / 3, 1.5),
-        hue_shift: float = 0.05,
+        augmentation: Augmentation | None = None,
         test_split: str = "test",
         repeat_factor_threshold: float | None = None,
         batch_size: int = 8,
@@ -237,15 +227,7 @@ class FileDataModule(SegmentationDataModule):
             raise ValueError(f"data.test_split must be one of {splits} for {self.dataset_class.name}")
         self.root = root
         self.crop_size = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-        self.augmentation = {
-            "scale_range": scale_range,
-            "aspect_range": aspect_range,
-            "max_class_ratio": max_class_ratio,
-            "crop_attempts": crop_attempts,
-            "flip_probability": flip_probability,
-            "colour_jitter": colour_jitter,
-            "hue_shift": hue_shift,
-        }
+        self.augmentation = augmentation or Augmentation()
         self.test_split = test_split
         self.repeat_factor_threshold = repeat_factor_threshold
         self._train_sampler: RepeatFactorSampler | None = None
@@ -257,7 +239,7 @@ class FileDataModule(SegmentationDataModule):
     def build_dataset(self, split: str) -> Dataset:
         if split != "train":
             return self.make_dataset(self.test_split if split == "test" else split, eval_transform())
-        transform = train_transform(self.crop_size, ignore_index=self.ignore_index, **self.augmentation)
+        transform = train_transform(self.crop_size, self.augmentation, self.ignore_index)
         # the run's seed (identical on every DDP rank) and the rank: reading the dataset directly
         # reproduces per seed and differs across ranks; the training loader reseeds every sample
         # from (seed, epoch, position) (msccl.data.sampling)

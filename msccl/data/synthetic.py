@@ -21,7 +21,8 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from msccl.data.base import IGNORE_INDEX, Sample, Transform, distinct_palette, to_sample
+from msccl.data.base import Sample, Transform, distinct_palette, to_sample
+from msccl.labels import IGNORE_INDEX
 
 __all__ = [
     "CONTEXT_CLASSES",

@@ -4,6 +4,7 @@ with the ignore id."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import albumentations as A
@@ -12,11 +13,12 @@ import numpy as np
 import torch
 from albumentations.pytorch import ToTensorV2
 
-from msccl.data.base import IGNORE_INDEX
+from msccl.labels import IGNORE_INDEX
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Augmentation",
     "ClassRatioRandomCrop",
     "RandomRescale",
     "denormalise",
@@ -121,15 +123,34 @@ def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTrans
     return [A.Normalize(mean=mean, std=std), ToTensorV2()]
 
 
+@dataclass(frozen=True)
+class Augmentation:
+    """The settings of `train_transform`; the defaults are the paper's (docs/method.md C3).
+
+    A file data module's `augmentation` config key (`data.init_args.augmentation.scale_range=[0.75,1.5]`).
+
+    Args:
+        scale_range: random rescale factor range.
+        aspect_range: extra factor range of the width (aspect jitter).
+        max_class_ratio: the crop retries until no class covers this share of its labelled pixels.
+        crop_attempts: crop draws before keeping the last one.
+        flip_probability: horizontal flip probability.
+        colour_jitter: brightness/contrast/saturation factor range (None: no colour jitter).
+        hue_shift: hue jitter range +-.
+    """
+
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    aspect_range: tuple[float, float] = (0.9, 1.1)
+    max_class_ratio: float = 0.75
+    crop_attempts: int = 10
+    flip_probability: float = 0.5
+    colour_jitter: tuple[float, float] | None = (2 / 3, 1.5)
+    hue_shift: float = 0.05
+
+
 def train_transform(
     crop_size: tuple[int, int],
-    scale_range: tuple[float, float] = (0.5, 2.0),
-    aspect_range: tuple[float, float] = (0.9, 1.1),
-    max_class_ratio: float = 0.75,
-    crop_attempts: int = 10,
-    flip_probability: float = 0.5,
-    colour_jitter: tuple[float, float] | None = (2 / 3, 1.5),
-    hue_shift: float = 0.05,
+    augmentation: Augmentation | None = None,
     ignore_index: int = IGNORE_INDEX,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
@@ -137,21 +158,23 @@ def train_transform(
     """The paper's training pipeline (docs/method.md C3): rescale with aspect jitter, pad (label with
     ignore), class-ratio random crop, horizontal flip, colour jitter, ImageNet normalisation.
 
-    `crop_size` is (height, width); `colour_jitter` is the brightness/contrast/saturation factor range
-    (None: no colour jitter), `hue_shift` the hue range +-.
+    `crop_size` is (height, width); `augmentation` the settings of the steps (default: the paper's).
     """
+    augmentation = augmentation or Augmentation()
     height, width = crop_size
     steps: list[A.BasicTransform] = [
-        RandomRescale(scale_range, aspect_range),
+        RandomRescale(augmentation.scale_range, augmentation.aspect_range),
         # albumentations pads with reflection and fills masks with 0 by default: constant, ignore id
         A.PadIfNeeded(height, width, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
-        ClassRatioRandomCrop(height, width, max_class_ratio, crop_attempts, ignore_index),
-        A.HorizontalFlip(p=flip_probability),
+        ClassRatioRandomCrop(
+            height, width, augmentation.max_class_ratio, augmentation.crop_attempts, ignore_index
+        ),
+        A.HorizontalFlip(p=augmentation.flip_probability),
     ]
-    if colour_jitter is not None:
-        steps.append(
-            A.ColorJitter(colour_jitter, colour_jitter, colour_jitter, hue=(-hue_shift, hue_shift), p=1.0)
-        )
+    if augmentation.colour_jitter is not None:
+        jitter = augmentation.colour_jitter
+        hue = (-augmentation.hue_shift, augmentation.hue_shift)
+        steps.append(A.ColorJitter(jitter, jitter, jitter, hue=hue, p=1.0))
     return A.Compose([*steps, *_normalise(mean, std)])
 
 

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from msccl.labels import IGNORE_INDEX
+
 __all__ = ["SegmentationIoU", "iou_from_confusion", "group_miou", "format_iou_table"]
 
 
@@ -30,7 +32,7 @@ class SegmentationIoU(MulticlassConfusionMatrix):
     IoU and any grouping of classes (e.g. CaDIS anatomy / instruments) agree under DDP.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         super().__init__(num_classes=num_classes, ignore_index=ignore_index, validate_args=False)
 
     def update(self, preds: Tensor, target: Tensor) -> None:

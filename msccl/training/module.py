@@ -16,7 +16,8 @@ from torch import Tensor
 
 from msccl.contrastive import ProjectionHeads, SegmentationContrastiveLoss
 from msccl.contrastive.heads import ProjectionLayout
-from msccl.data.base import IGNORE_INDEX, distinct_palette
+from msccl.data.base import distinct_palette
+from msccl.labels import IGNORE_INDEX
 from msccl.models import NetBuilder, SegmentationOutput
 from msccl.training.evaluation import Evaluation
 from msccl.training.metrics import SegmentationIoU, format_iou_table, group_miou

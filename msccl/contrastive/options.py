@@ -1,0 +1,42 @@
+"""The named options of the contrastive losses: each one's allowed values, and the one check of them.
+
+Every public entry (a loss's constructor, a public function of ``msccl.contrastive``) checks the options
+it is given with ``check_option``, so a wrong value fails where the user wrote it, with one message that
+names the option and its allowed values; the private helpers behind an entry take them as valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+__all__ = [
+    "Budget",
+    "Kernel",
+    "LabelDownsampling",
+    "MatmulPrecision",
+    "MatmulPrecisionOrAuto",
+    "check_option",
+]
+
+MatmulPrecision = Literal["highest", "tf32", "bf16"]
+"""Inputs of the products of normalised vectors (docs/method.md B2): float32, TF32 or bfloat16."""
+
+MatmulPrecisionOrAuto = Literal["auto", MatmulPrecision]
+"""A loss's ``matmul_precision``: ``auto`` picks one per step from the dtype of the sampled features."""
+
+Kernel = Literal["auto", "blockwise", "triton"]
+"""What computes the InfoNCE (``msccl.contrastive.infonce``)."""
+
+LabelDownsampling = Literal["nearest", "majority"]
+"""How labels are brought to a feature map's size (``msccl.contrastive.sampling.downsample_labels``)."""
+
+Budget = Literal["per_device", "global"]
+"""Whose pairs set the views per pair and whose samples are contrasted (docs/method.md B6)."""
+
+
+def check_option(name: str, value: object, allowed: Any) -> None:
+    """Raise ValueError naming the option ``name`` and the values of the Literal ``allowed`` unless
+    ``value`` is one of them."""
+    choices = get_args(allowed)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
