@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from msccl.contrastive.options import Kernel, MatmulPrecision, check_option
+from msccl.contrastive.options import MAX_TRITON_DIM, Kernel, MatmulPrecision, check_option
 
 __all__ = ["VERIFIED_TRITON", "infonce", "triton_available"]
 
@@ -54,9 +54,6 @@ VERIFIED_TRITON: dict[str, str] = {}
 # The precisions the Triton kernels have (tensor-core inputs); highest always runs blockwise, see
 # triton_infonce's docstring for why.
 TRITON_PRECISIONS = ("tf32", "bf16")
-# Vectors wider than this run blockwise (the Triton kernels' [rows, D] float32 accumulators must fit the
-# registers); triton_infonce refuses them.
-MAX_TRITON_DIM = 256
 
 
 def infonce(

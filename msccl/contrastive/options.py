@@ -14,6 +14,7 @@ __all__ = [
     "Kernel",
     "LabelDownsampling",
     "MatmulPrecision",
+    "MAX_TRITON_DIM",
     "MatmulPrecisionOrAuto",
     "check_option",
 ]
@@ -26,6 +27,10 @@ MatmulPrecisionOrAuto = Literal["auto", MatmulPrecision]
 
 Kernel = Literal["auto", "blockwise", "triton"]
 """What computes the InfoNCE (``msccl.contrastive.infonce``)."""
+
+MAX_TRITON_DIM = 256
+"""The widest vectors the Triton kernels take: their [rows, D] float32 accumulators must fit the
+registers. Wider ones run blockwise."""
 
 LabelDownsampling = Literal["nearest", "majority"]
 """How labels are brought to a feature map's size (``msccl.contrastive.sampling.downsample_labels``)."""

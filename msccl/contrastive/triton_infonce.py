@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from msccl.contrastive.infonce import MAX_TRITON_DIM as MAX_DIM
+from msccl.contrastive.options import MAX_TRITON_DIM as MAX_DIM
 
 __all__ = ["MAX_DIM", "kernel_variants", "launch_config", "loss_and_grads"]
 

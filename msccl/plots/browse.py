@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader, Dataset
 
-from msccl.data.base import IGNORE_INDEX, Transform
+from msccl.data.base import Transform
 from msccl.data.transforms import denormalise, seed_pipeline
+from msccl.labels import IGNORE_INDEX
 from msccl.plots.figures import image_pairs_figure, pixel_share_figure, save
 from msccl.plots.overlay import overlay
 from msccl.progress import progress

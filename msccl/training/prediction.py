@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch import Tensor
 
-from msccl.data.base import IGNORE_INDEX, IMAGE_EXTENSIONS, read_image
+from msccl.data.base import IMAGE_EXTENSIONS, read_image
+from msccl.labels import IGNORE_INDEX
 from msccl.plots.legend import add_legend
 from msccl.plots.overlay import overlay
 
