@@ -28,7 +28,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("plots",),
     ("models", "data"),
     ("contrastive",),
-    ("configs", "progress", "_offline", "_version", "labels", "flags"),
+    ("configs", "progress", "_offline", "_version", "labels"),
 )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from tests.conftest import REPO
 from tests.import_graph import FLOORS, cycles, floor, module_graph, room, room_arrows, wrong_arrows
 
 
@@ -38,3 +41,14 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
     assert ("data", "training") in wrong_arrows(room_arrows(graph))
     assert cycles(graph) == [["msccl.data.base", "msccl.training.module", "msccl.data.base"]]
     assert len({name for rooms in FLOORS for name in rooms}) == sum(map(len, FLOORS))
+
+
+def test_docs_architecture_shows_these_floors():
+    """docs/architecture.md's list of floors is FLOORS: the picture stays true when a floor changes."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    shown = [
+        tuple(re.findall(r"[\w]+", line.split("(")[0].removeprefix("floor")))[1:]
+        for line in text.splitlines()
+        if re.match(r"floor \d+  ", line)
+    ]
+    assert shown == list(FLOORS)
