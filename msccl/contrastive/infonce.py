@@ -244,8 +244,8 @@ def _loss_and_grads(
     n_a = za.shape[0]
     n_c = n_a if same else zc.shape[0]
     if n_a == 0 or n_c == 0:
-        # No anchor (an empty scale is a zero term, not a crash), or no contrast sample, so no anchor has a
-        # positive: each contributes 0, and the term is 0.
+        # An empty set is a zero term, not a crash (e.g. a scale without a present pair): no anchor leaves
+        # nothing to average, and no contrast sample leaves every anchor without a positive (each adds 0).
         zeros_a = torch.zeros_like(za) if need_a else None
         return za.new_zeros(()), zeros_a, None if same or not need_c else torch.zeros_like(zc)
 

@@ -44,7 +44,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
         cross_scale_pairs: (anchor scale, contrast scale) pairs of the cross-scale terms; negative
             indices count from the lowest resolution. The default ((0, -1), (0, -2)) is the paper's
             (0, S-1) and (0, S-2); a pair whose two scales coincide (e.g. (0, -2) when S = 2) is skipped,
-            which gives exactly the paper's "(0, S-2) only when S > 2". More pairs go beyond the paper.
+            which gives exactly the paper's terms ((0, S-2) only when S > 2). More pairs go beyond the paper.
         multi_scale: include the multi-scale terms.
         cross_scale: include the cross-scale terms.
         min_views_per_class: a pair (image, class) is present with at least this many pixels.

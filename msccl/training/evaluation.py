@@ -319,7 +319,7 @@ def _bilinear_sources(
 
 _FUSIONS: dict[str, _Fusion] = {
     "mean_logits": _Fusion("mean", _resize, torch.add, lambda total, views: total / views),
-    # the official Cityscapes protocol sums exp(logits); summed in the log domain, logits above ~88 do not
-    # overflow float32
+    # The official Cityscapes protocol sums exp(logits); summing in the log domain keeps logits above ~88
+    # from overflowing float32
     "sum_exp": _Fusion("log_mean_exp", _resize_exp, torch.logaddexp, lambda total, views: total),
 }
