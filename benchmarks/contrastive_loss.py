@@ -179,7 +179,7 @@ def run_one(impl: str, regime: str, repeats: int, threads: int | None, device: s
     samples: list[int] = []
     settings = IMPLEMENTATIONS.get(impl)
     if impl in PIXEL_IMPLEMENTATIONS:
-        features = features[:1]  # the stride-4 map stands for the projected decoder feature (P1)
+        features = features[:1]  # the stride-4 map stands for the projected decoder feature
         step = pixel_step(impl, labels, features[0], samples)
     elif settings is not None:
         loss_fn = MSCSContrastiveLoss(num_classes=CLASSES, **settings)

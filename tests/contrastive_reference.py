@@ -17,7 +17,7 @@ def reference_infonce(
     contrast_labels: Tensor | None,
     temperature: float,
 ) -> Tensor:
-    """A3: mean over anchors of -(1/|P(i)|) sum_p [l_ip - log(exp(l_ip) + sum_{n in Neg(i)} exp(l_in))]."""
+    """Mean over anchors of -(1/|P(i)|) sum_p [l_ip - log(exp(l_ip) + sum_{n in Neg(i)} exp(l_in))]."""
     same = contrast is None
     za = F.normalize(anchors.double(), dim=1)
     zc = za if same else F.normalize(contrast.double(), dim=1)
@@ -46,7 +46,7 @@ def reference_total(
     cross_scale_temperature: float,
     multi_scale: bool = True,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """A4: sum_s w_s L_ms(s) + sum over pairs w L_cs(a, c), from per-scale (samples, labels)."""
+    """sum_s w_s L_ms(s) + sum over pairs w L_cs(a, c), from per-scale (samples, labels)."""
     terms: dict[str, Tensor] = {}
     total = torch.zeros((), dtype=torch.float64)
     if multi_scale:
@@ -66,7 +66,7 @@ def reference_total(
 X = 255  # the ignore id
 # Two images of 4x4 cells in which every present (image, class) pair covers exactly 6 cells, so that at
 # every scale whose cells are whole pixels all present pairs have the same count: V is that count and
-# the sampler takes every pixel, so the loss does not depend on the random draw (A2.4, A2.5).
+# the sampler takes every pixel, so the loss does not depend on the random draw.
 EQUAL_CELLS = [
     [[0, 0, 0, 0], [0, 0, 1, 1], [1, 1, 1, 1], [X, X, X, X]],
     [[2, 2, X, X], [2, 2, 1, 1], [2, 2, 1, 1], [X, X, 1, 1]],

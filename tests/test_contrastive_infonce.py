@@ -1,5 +1,5 @@
 """The per-positive InfoNCE (docs/method.md A3) against the loop reference, gradcheck, row blocks and
-precision: autocast, matmul_precision (B2).
+precision: autocast, matmul_precision.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def test_infonce_refuses_an_unknown_kernel_or_precision():
         infonce(z, y, matmul_precision="fp8")
 
 
-# ---------------------------------------------------------------- precision (B2)
+# ---------------------------------------------------------------- precision: float32 math for any input
 
 
 def overflow_case(dtype):
@@ -207,7 +207,7 @@ def test_low_precision_inputs_and_autocast_stay_finite_and_match_float32(dtype):
     torch.testing.assert_close(approx, exact, rtol=2e-2, atol=2e-2)
 
 
-# ---------------------------------------------------------------- matmul_precision (B2, issue 13)
+# ---------------------------------------------------------------- matmul_precision (issue 13)
 
 
 def clustered_set(n: int, dim: int, num_classes: int, seed: int):

@@ -93,7 +93,7 @@ def test_downsampling_refuses_an_unknown_mode():
         downsample_labels(torch.zeros(1, 8, 8, dtype=torch.long), (4, 4), "bilinear")
 
 
-# ---------------------------------------------------------------- the V rule (A2.4)
+# ---------------------------------------------------------------- the V rule (docs/method.md A2.4)
 
 
 def test_views_per_pair_rule_branches():

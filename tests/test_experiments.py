@@ -420,7 +420,7 @@ def test_pixel_contrast_twin_trains_one_step_at_full_size(in_tmp_dir, monkeypatc
     cli = build_cli(["fit", twin, *CPU, *_small("cityscapes_hrnet_w48", tree), warm, stop])
     metrics = cli.trainer.callback_metrics
     assert cli.trainer.global_step == 1
-    # one head over the four branches concatenated (48 + 96 + 192 + 384 = 720 channels, P1)
+    # one head over the four branches concatenated (48 + 96 + 192 + 384 = 720 channels)
     (head,) = cli.model.projection_heads
     assert head.in_channels == 720 and head.dim == 256
     assert metrics["train/contrastive/anchors"] > 0 and metrics["train/contrastive"] > 0

@@ -26,7 +26,7 @@ IGNORE = 255
 
 # ---- slow references ------------------------------------------------------------------------------
 def reference_sample(labels, predictions, num_classes, max_samples, max_views, draws):
-    """P3, P4 with loops: anchor classes per image, V, then hard / easy views by increasing draw."""
+    """Hard anchors with loops: anchor classes per image, V, then hard / easy views by increasing draw."""
     batch, pixels = labels.shape
     classes = [
         [c for c in range(num_classes) if int((labels[b] == c).sum()) > max_views] for b in range(batch)
@@ -55,7 +55,8 @@ def reference_sample(labels, predictions, num_classes, max_samples, max_views, d
 
 
 def reference_loss(anchors, labels, temperature, base_temperature, contrast=None, contrast_labels=None):
-    """P5 / P8 with loops; ``anchors`` [T, V, D] normalised, rows taken view-major like the original."""
+    """The loss with loops (against ``contrast`` when given); ``anchors`` [T, V, D] normalised, rows taken
+    view-major like the original."""
     num_anchors, views, _ = anchors.shape
     z = [anchors[t, v].double() for v in range(views) for t in range(num_anchors)]
     y = [int(labels[t]) for _ in range(views) for t in range(num_anchors)]
@@ -64,7 +65,7 @@ def reference_loss(anchors, labels, temperature, base_temperature, contrast=None
     yc = y if own else [int(v) for v in contrast_labels]
     per_view = []
     for i in range(len(z)):
-        # the self pair is never a positive; with a queue the original drops column i instead (P8)
+        # the self pair is never a positive; with a queue the original drops column i instead
         positives = [j for j in range(len(c)) if yc[j] == y[i] and j != i]
         negatives = [j for j in range(len(c)) if yc[j] != y[i]]
         if not positives:
@@ -81,7 +82,7 @@ def reference_loss(anchors, labels, temperature, base_temperature, contrast=None
 
 
 def reference_enqueue(memory, queues, keys, labels, draws, skip_class_zero=True, pool="image_prefix"):
-    """P6, P7 with loops over images and classes, on plain copies ``queues`` (dict of tensors)."""
+    """The enqueue with loops over images and classes, on plain copies ``queues`` (dict of tensors)."""
     size, freq = memory.size, memory.pixel_update_freq
     batch, _, _ = keys.shape
     draw_at = 0
@@ -177,7 +178,7 @@ def test_edge_cases_one_class_no_hard_pixels_a_lone_pixel_and_all_ignore():
     assert set(anchor_labels.tolist()) == {0}
     assert abs(loss.item()) < 1e-12 and abs(reference_loss(rows[index], anchor_labels, 0.1, 0.07)) < 1e-12
 
-    # a class with one pixel is never an anchor (P3: more than max_views pixels)
+    # a class with one pixel is never an anchor (an anchor class needs more than max_views pixels)
     lone = labels.clone()
     lone[lone == 3] = 2
     lone[0, 0, 0] = 3
@@ -229,7 +230,7 @@ def test_contrast_set_and_loss_with_memory_equal_the_reference():
     assert torch.equal(contrast[:3], loss_fn.memory.segment_queue[1])
     loss, _, (index, anchor_labels, _) = _msccl_and_reference(loss_fn, features, labels, predictions)
     rows = F.normalize(features, dim=1).permute(0, 2, 3, 1).reshape(-1, 6)
-    # the reference's rule j != i is the original's P8 rule: column i is no positive of view row i
+    # the reference's rule j != i is the original's queue rule: column i is no positive of view row i
     expected = reference_loss(rows[index], anchor_labels, 0.1, 0.07, contrast, contrast_labels)
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     # and the batch entered the queues after the loss read them
@@ -248,7 +249,7 @@ def test_module_projects_the_concatenated_taps_and_passes_predictions():
     torch.manual_seed(0)
     module = SegmentationModule(net, 4, contrastive=pixel, projection_dim=8, projection_layout="convmlp")
     assert len(module.projection_heads) == 1
-    # ContrastiveSeg's convmlp head: conv with bias, BatchNorm, ReLU, conv (P1)
+    # ContrastiveSeg's convmlp head: conv with bias, BatchNorm, ReLU, conv
     kinds = [type(layer).__name__ for layer in module.projection_heads[0]]
     assert kinds == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
     assert module.projection_heads[0][0].bias is not None

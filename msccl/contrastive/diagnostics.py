@@ -11,7 +11,7 @@ For the L2-normalised samples z of one scale, with n_c samples of class c and S_
 and across scales a (anchors) and c (contrast), the mean similarity of same-class pairs
 sum_c S^a_c . S^c_c / sum_c n^a_c n^c_c. The class sums make this O(N D), where the pairwise matrix
 would be O(N^2) (10000 samples: 400 MB). A trained embedding has `same` near 1 and `different` near 0
-or below (docs/method.md A3: the loss pulls same-class pairs together and pushes the others apart).
+or below (the loss pulls same-class pairs together and pushes the others apart).
 A value without pairs to average (a single class, or a class with one sample) is NaN.
 """
 

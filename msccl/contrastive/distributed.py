@@ -2,7 +2,7 @@
 
 With ``budget="global"`` every rank
 
-1. reduces the per-pair statistics over ranks (``reduce_pair_stats``), so that V follows the A2.4 rule
+1. reduces the per-pair statistics over ranks (``reduce_pair_stats``), so that V follows the budget rule
    over the global set of present (image, class) pairs, exactly as one process holding the whole
    global batch would;
 2. draws its own V samples per local present pair;
@@ -37,7 +37,7 @@ def world_size() -> int:
 
 
 def reduce_pair_stats(stats: Tensor) -> Tensor:
-    """Local ``[T, min_count]`` -> global ``[sum of T, min of min_count]`` over ranks (A2.4 on all pairs)."""
+    """Local ``[T, min_count]`` -> global ``[sum of T, min of min_count]`` over ranks, for the budget rule."""
     gathered = [torch.empty_like(stats) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, stats.contiguous())
     per_rank = torch.stack(gathered)

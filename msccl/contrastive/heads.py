@@ -13,10 +13,11 @@ ProjectionLayout = Literal["mscs", "convmlp"]
 
 
 class ProjectionHead(nn.Sequential):
-    """Conv1x1(C -> C, no bias) -> ReLU -> BatchNorm(C) -> Conv1x1(C -> dim, bias) (docs/method.md A1).
+    """Conv1x1(C -> C, no bias) -> ReLU -> BatchNorm(C) -> Conv1x1(C -> dim, bias), the paper's head.
 
-    ``layout="convmlp"`` is ContrastiveSeg's head instead (docs/method.md P1): Conv1x1(C -> C, bias) ->
-    BatchNorm(C) -> ReLU -> Conv1x1(C -> dim, bias); its final L2 normalisation is the loss's.
+    ``layout="convmlp"`` is ContrastiveSeg's head instead (pixel contrast, docs/method.md P1):
+    Conv1x1(C -> C, bias) -> BatchNorm(C) -> ReLU -> Conv1x1(C -> dim, bias); its final L2 normalisation
+    is the loss's.
 
     The output is not normalised: the loss L2-normalises the sampled vectors. `bn_momentum` is PyTorch's
     BatchNorm momentum (0.1); the official code uses 0.0003, which changes only the running statistics,
@@ -43,7 +44,7 @@ class ProjectionHeads(nn.ModuleList):
     """One ``ProjectionHead`` per scale; maps the list of tapped maps to the list of projections.
 
     ``in_channels`` lists the channels of the taps, highest resolution first (e.g. 48/96/192/384 for
-    HRNetV2-W48). All heads project to the same ``dim`` so that scales can be contrasted (A4).
+    HRNetV2-W48). All heads project to the same ``dim`` so that scales can be contrasted with each other.
     """
 
     def __init__(

@@ -9,7 +9,7 @@ S_i = sum_{n in Neg(i)} exp(l_in):
 
 Only the one positive p is in each denominator (this is not SupCon).
 
-How it is computed (docs/method.md B2, B8):
+How it is computed, so that it stays finite in any input precision and its memory stays bounded:
 
 - float32 with autocast disabled, whatever the input precision (float64 stays float64, for gradcheck);
   log S_i is a log-sum-exp over the negatives;
@@ -70,14 +70,14 @@ def infonce(
     """Mean per-positive InfoNCE of ``anchors`` [Na, D] against ``contrast`` [Nc, D] (docs/method.md A3).
 
     The vectors are L2-normalised here. With ``contrast=None`` the anchors are contrasted with
-    themselves and every anchor is excluded from its own positives (the multi-scale term, A4); otherwise
+    themselves and every anchor is excluded from its own positives (the multi-scale term); otherwise
     the two sets are distinct (the cross-scale term) and nothing is excluded. ``block_size`` is the
-    number of anchor rows whose logits are held in memory at once (B2). An empty anchor or contrast set
+    number of anchor rows whose logits are held in memory at once. An empty anchor or contrast set
     gives 0 with zero gradients.
 
     ``matmul_precision`` is the precision of the inputs of the products of normalised vectors:
     ``highest`` (float32), ``tf32`` or ``bf16`` (tensor-core inputs); accumulation, exp and log stay
-    float32 (B2). The blockwise path rounds the normalised vectors to that precision and multiplies them
+    float32. The blockwise path rounds the normalised vectors to that precision and multiplies them
     in float32, the same products as tensor cores compute (an accuracy model, not a speed-up on a CPU).
     ``kernel``: ``triton`` (the fused kernels of ``msccl.contrastive.triton_infonce``, float32; needs
     the optional ``triton`` dependency; kernels exist for ``tf32`` and ``bf16`` only, ``highest`` and
@@ -101,7 +101,8 @@ def infonce(
         if contrast.shape[1] != anchors.shape[1]:
             raise ValueError(f"anchors have dimension {anchors.shape[1]} but contrast {contrast.shape[1]}")
     use_triton = _use_triton(kernel, anchors, matmul_precision)
-    # docs/method.md B2: float32 math whatever the autocast state or the input precision.
+    # float32 math whatever the autocast state or the input precision: up to 10^4 terms of e^(1/tau)
+    # overflow a float16 sum.
     with torch.autocast(device_type=anchors.device.type, enabled=False):
         dtype = torch.float64 if anchors.dtype == torch.float64 and not use_triton else torch.float32
         za = F.normalize(anchors.to(dtype), dim=1)
@@ -230,7 +231,7 @@ def _loss_and_grads(
     needs: tuple[bool, bool],
     matmul_precision: MatmulPrecision = "highest",
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """A3 loss of normalised anchors ``za`` against ``zc`` (None: against themselves, self excluded).
+    """Per-positive InfoNCE of normalised ``za`` against ``zc`` (None: against themselves, self excluded).
 
     Returns the loss and its gradients w.r.t. ``za`` and ``zc`` (None where not needed; with
     ``zc=None`` the anchors' gradient includes their role as contrast samples).
@@ -243,7 +244,8 @@ def _loss_and_grads(
     n_a = za.shape[0]
     n_c = n_a if same else zc.shape[0]
     if n_a == 0 or n_c == 0:
-        # A3: no anchor, or no positive for any anchor: the term is 0.
+        # An empty set is a zero term, not a crash (e.g. a scale without a present pair): no anchor leaves
+        # nothing to average, and no contrast sample leaves every anchor without a positive (each adds 0).
         zeros_a = torch.zeros_like(za) if need_a else None
         return za.new_zeros(()), zeros_a, None if same or not need_c else torch.zeros_like(zc)
 
@@ -257,7 +259,7 @@ def _loss_and_grads(
         zc = zc[perm_c]
     first = torch.searchsorted(yc, ya, side="left")
     last = torch.searchsorted(yc, ya, side="right")
-    # A3: |P(i)| excludes the anchor itself when both sets are the same; anchors without a positive get
+    # |P(i)| excludes the anchor itself when both sets are the same; anchors without a positive get
     # weight 0 but still count in the mean through the 1 / n_a.
     num_pos = last - first - int(same)
     weight = torch.where(num_pos > 0, 1.0 / (n_a * num_pos.clamp_min(1)).to(za.dtype), 0.0)
@@ -285,7 +287,7 @@ def _round_to_tf32(z: Tensor) -> Tensor:
     return ((bits + 0x1000) & ~0x1FFF).view(torch.float32)
 
 
-# The operands of the products of normalised vectors under each matmul_precision (docs/method.md B2).
+# The operands of the products of normalised vectors under each matmul_precision.
 _ROUNDING: dict[str, Callable[[Tensor], Tensor]] = {
     "highest": lambda z: z,
     "tf32": _round_to_tf32,
@@ -296,7 +298,7 @@ _ROUNDING: dict[str, Callable[[Tensor], Tensor]] = {
 # Up to this 1/tau, exp(l) with |l| <= 1/tau (unit vectors) can neither overflow nor underflow float32,
 # even summed over 10^6 terms (e^60 * 10^6 < 3.4e38 and e^-60 > 1.2e-38): log S_i = log sum exp(l_in)
 # is then exact without a max-shift, and one exp of a logits block serves its rows and its columns.
-# Smaller temperatures take the max-shifted log-sum-exp of _one_pass (docs/method.md B2).
+# Smaller temperatures take the max-shifted log-sum-exp of _one_pass, which cannot overflow.
 _UNSHIFTED_MAX_INV_TAU = 60.0
 
 # Rows [r0, r1); columns [c0, c1) are those sharing a label with some of these rows; single_class: all rows

@@ -22,7 +22,7 @@ from msccl.labels import IGNORE_INDEX
 
 __all__ = ["PAPER_SCALE_WEIGHTS", "MSCSContrastiveLoss"]
 
-# docs/method.md A4: multi-scale weights for 4 scales, highest resolution first.
+# The paper's multi-scale weights w_s for 4 scales, highest resolution first.
 PAPER_SCALE_WEIGHTS = (1.0, 0.7, 0.4, 0.1)
 
 
@@ -30,31 +30,34 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     """Multi-scale + cross-scale supervised contrastive loss (Pissas et al., ECCV 2022; docs/method.md A, B).
 
     Args:
-        num_classes: real classes are 0..num_classes-1; every one of them is sampled (B4).
-        ignore_index: label id that is never sampled (B4). Other ids outside the classes raise.
-        temperature: tau of the multi-scale terms (A3).
-        cross_scale_temperature: tau of the cross-scale terms; None uses ``temperature`` (A4, B5).
+        num_classes: real classes are 0..num_classes-1; every one of them is sampled (the official
+            code never samples the last one, which is a real class on datasets without an ignore entry).
+        ignore_index: the only label id never sampled. Other ids outside the classes raise.
+        temperature: tau of the multi-scale terms.
+        cross_scale_temperature: tau of the cross-scale terms; None uses ``temperature``. A value given
+            is used (the official code ignores it).
         scale_weights: w_s of the multi-scale terms, one per scale. None: the paper's
             [1.0, 0.7, 0.4, 0.1] for 4 scales and its first S entries for S < 4 (e.g. [1.0, 0.7, 0.4]
             for 3 scales); more than 4 scales need an explicit list.
         cross_scale_weights: one weight per entry of ``cross_scale_pairs``; with the default pairs these
-            are w_hl and w_hm (A4).
+            are w_hl and w_hm.
         cross_scale_pairs: (anchor scale, contrast scale) pairs of the cross-scale terms; negative
             indices count from the lowest resolution. The default ((0, -1), (0, -2)) is the paper's
             (0, S-1) and (0, S-2); a pair whose two scales coincide (e.g. (0, -2) when S = 2) is skipped,
-            which gives exactly A4's "(0, S-2) when S > 2". List more pairs for B7's extra pairs.
+            which gives exactly the paper's terms ((0, S-2) only when S > 2). More pairs go beyond the paper.
         multi_scale: include the multi-scale terms.
         cross_scale: include the cross-scale terms.
-        min_views_per_class: a pair (image, class) is present with at least this many pixels (A2.3).
-        max_views_per_class: cap on the views per pair V (A2.4).
-        max_features_total: cap on V * T, the samples per scale (A2.4).
-        label_downsampling: ``nearest`` (top-left pixel, the paper, A2.1) or ``majority`` (B7; see
-            ``downsample_labels`` for the rule).
-        detach_low_res: stop the cross-scale gradient into the contrast (lower-resolution) side (A4).
+        min_views_per_class: a pair (image, class) is present with at least this many pixels.
+        max_views_per_class: cap on the views per pair V.
+        max_features_total: cap on V * T, the samples per scale.
+        label_downsampling: ``nearest`` (top-left pixel, the paper's) or ``majority`` (an option beyond
+            the paper; see ``downsample_labels`` for the rule).
+        detach_low_res: stop the cross-scale gradient into the contrast (lower-resolution) side.
         budget: ``per_device`` (the paper: each process samples and contrasts its own batch) or
-            ``global`` (B6: V from the pairs of all ranks, samples all-gathered; see ``distributed``).
-        block_size: anchor rows per block of logits; bounds memory at block_size x N floats (B2).
-        matmul_precision: inputs of the products of normalised vectors (B2): ``highest`` (float32),
+            ``global`` (V from the pairs of all ranks, samples all-gathered, so the budget means the same on
+            any number of GPUs; see ``distributed``).
+        block_size: anchor rows per block of logits; bounds memory at block_size x N floats.
+        matmul_precision: inputs of the products of normalised vectors: ``highest`` (float32),
             ``tf32``, ``bf16``, or ``auto``: ``bf16`` when the sampled features arrive in bfloat16 (the
             network ran under bf16 autocast, so bf16 is their own precision), ``highest`` otherwise.
             Sums, exp and log stay float32; see ``infonce``, and docs/contrastive-loss.md for the measured
@@ -113,7 +116,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.temperature = temperature
-        # docs/method.md B5: the cross-scale temperature is honoured.
+        # Honoured: the official code reads temperature instead when cross_scale_temperature is given.
         self.cross_scale_temperature = (
             temperature if cross_scale_temperature is None else cross_scale_temperature
         )
@@ -147,7 +150,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
             self.scale_weights_for(num_taps)
 
     def scale_weights_for(self, num_scales: int) -> list[float]:
-        """w_s for ``num_scales`` scales (A4); see the class docstring for the rule when None."""
+        """w_s for ``num_scales`` scales; see the class docstring for the rule when None."""
         if self.scale_weights is not None:
             if len(self.scale_weights) != num_scales:
                 raise ValueError(
@@ -172,7 +175,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
                 raise ValueError(f"cross-scale pair {(a, c)} is out of range for {num_scales} scales")
             a, c = a % num_scales, c % num_scales
             if a == c:
-                continue  # e.g. (0, S-2) when S = 2: A4 has no such term
+                continue  # e.g. (0, S-2) when S = 2: the paper has no term of a scale against itself
             if any((a, c) == (ra, rc) for ra, rc, _ in resolved):
                 raise ValueError(f"cross-scale pair {(a, c)} is listed twice for {num_scales} scales")
             resolved.append((a, c, weight))
@@ -181,7 +184,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     def draw_samples(
         self, features: Sequence[Tensor], labels: Tensor, generator: torch.Generator | None = None
     ) -> list[ClassBalancedSample | None]:
-        """Class-balanced samples of every scale used by a term (A2); None for unused scales."""
+        """Class-balanced samples of every scale used by a term; None for unused scales."""
         num_scales = len(features)
         if num_scales == 0:
             raise ValueError("MSCSContrastiveLoss needs at least one feature map")
@@ -208,7 +211,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
             )
             for s in scales
         ]
-        # One host synchronisation for every scale and the label check (B1): not one per scale per step.
+        # One host synchronisation for every scale and the label check, not one per scale per step.
         drawn = sample_scales(
             [features[s] for s in scales],
             scale_labels,
@@ -227,9 +230,9 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
     def loss_from_samples(
         self, samples: Sequence[ClassBalancedSample | None]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """A4: weighted multi-scale and cross-scale terms from the samples of ``draw_samples``.
+        """Weighted multi-scale and cross-scale terms from the samples of ``draw_samples``.
 
-        The same samples serve both kinds of term (A2.6).
+        The same samples serve both kinds of term, as in the paper.
         """
         num_scales = len(samples)
         # without multi-scale terms the weights are unused, so a list for other taps is no error
@@ -246,11 +249,12 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
         for s, sample in enumerate(samples):
             if sample is None:
                 continue
-            # docs/method.md B2: float32 from here on (float64 stays float64, for exact tests).
+            # float32 from here on, whatever the autocast state, so that sums of e^(1/tau) terms cannot
+            # overflow (float64 stays float64, for exact tests).
             z = sample.features if sample.features.dtype == torch.float64 else sample.features.float()
             y = sample.labels
             if gather:
-                z, y = gather_samples(z, y)  # docs/method.md B6
+                z, y = gather_samples(z, y)
             vectors[s] = (z, y)
             terms[f"samples/s{s}"] = torch.tensor(float(z.shape[0]), device=z.device)
 
@@ -264,7 +268,7 @@ class MSCSContrastiveLoss(SegmentationContrastiveLoss):
             (za, ya), (zc, yc) = vectors[a], vectors[c]
             if self.detach_low_res:
                 zc = zc.detach()
-            # A4: anchors from scale a (0 in the paper), contrast set from the lower-resolution scale c.
+            # Anchors from scale a (0 in the paper), contrast set from the lower-resolution scale c.
             term = infonce(za, ya, zc, yc, temperature=self.cross_scale_temperature, **settings)
             terms[f"cs/s{a}-s{c}"] = term.detach()
             weighted.append(weight * term)

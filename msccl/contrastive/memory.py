@@ -35,11 +35,12 @@ def ranks_within_groups(groups: Tensor, draws: Tensor) -> Tensor:
 
 
 class PixelSegmentMemory(nn.Module):
-    """Two queues of ``size`` L2-normalised embeddings per class (P6, P7).
+    """Two queues of ``size`` L2-normalised embeddings per class.
 
     ``segment_queue`` [K, size, D] receives, per (image, class), the normalised mean key of the class's
     pixels; ``pixel_queue`` [K, size, D] receives ``pixel_update_freq`` keys of single pixels. Both start
-    as normalised Gaussian noise, as the original's. Pointers follow the original's rules (P7).
+    as normalised Gaussian noise, as the original's. Pointers move by the original's rules by default
+    (``pointer_advance``).
     """
 
     def __init__(
@@ -70,7 +71,7 @@ class PixelSegmentMemory(nn.Module):
         self.register_buffer("pixel_queue_ptr", torch.zeros(num_classes, dtype=torch.long))
 
     def contrast_set(self) -> tuple[Tensor, Tensor]:
-        """P8: the contrast vectors [M, D] and labels [M], a copy in the original's order: per class the
+        """The contrast vectors [M, D] and labels [M], a copy in the original's order: per class the
         segment entries then the pixel entries; with ``skip_class_zero`` classes 1..K-1 and then as many
         zero vectors labelled 0 (the original's unfilled rows)."""
         classes, size, dim = self.segment_queue.shape
@@ -83,7 +84,7 @@ class PixelSegmentMemory(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> None:
-        """P6, P7: enqueue normalised keys [B, D, P] whose flat labels [B, L] (L <= P) name positions 0..L-1.
+        """Enqueue normalised keys [B, D, P] whose flat labels [B, L] (L <= P) name positions 0..L-1.
 
         Pairs (image, class) are visited in image order, classes ascending, as the original's loops. The
         pixel candidates are ordered by pair then position and get one uniform draw each (from

@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 MatmulPrecision = Literal["highest", "tf32", "bf16"]
-"""Inputs of the products of normalised vectors (docs/method.md B2): float32, TF32 or bfloat16."""
+"""Inputs of the products of normalised vectors: float32, TF32 or bfloat16 (sums stay float32)."""
 
 MatmulPrecisionOrAuto = Literal["auto", MatmulPrecision]
 """A loss's ``matmul_precision``: ``auto`` picks one per step from the dtype of the sampled features."""
@@ -36,7 +36,8 @@ LabelDownsampling = Literal["nearest", "majority"]
 """How labels are brought to a feature map's size (``msccl.contrastive.sampling.downsample_labels``)."""
 
 Budget = Literal["per_device", "global"]
-"""Whose pairs set the views per pair and whose samples are contrasted (docs/method.md B6)."""
+"""Whose pairs set the views per pair and whose samples are contrasted: each rank's own (``per_device``,
+the paper's) or those of all ranks (``global``)."""
 
 
 def check_option(name: str, value: object, allowed: Any) -> None:

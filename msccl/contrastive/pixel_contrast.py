@@ -1,12 +1,12 @@
 """Pixel contrast of Wang et al., ICCV 2021 (ContrastiveSeg), vectorised: the baseline MS + CS is compared to.
 
-docs/method.md "Pixel contrast (ContrastiveSeg)" lists what the original does, point by point (P1-P9), and
+docs/method.md P ("Pixel contrast (ContrastiveSeg)") lists what the original does, point by point, and
 every difference with the setting that switches it. In short: one projection of the decoder feature,
-L2-normalised (P1); labels and predictions nearest-downsampled to its size (P2); per image, every class
-with more than ``max_views`` labelled pixels is an anchor class (P3), whose V = min(max_samples // T,
-max_views) views are half hard (labelled c, predicted otherwise) and half easy where available (P4); the
-supervised contrastive loss over those views, scaled by temperature / base_temperature (P5), or against
-the memory banks (P6-P8) when ``memory_size`` > 0.
+L2-normalised; labels and predictions nearest-downsampled to its size; per image, every class with more
+than ``max_views`` labelled pixels is an anchor class, whose V = min(max_samples // T, max_views) views
+are half hard (labelled c, predicted otherwise) and half easy where available; the supervised
+contrastive loss over those views, scaled by temperature / base_temperature, or against the memory banks
+when ``memory_size`` > 0.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ __all__ = ["HardAnchorSample", "PixelContrastLoss", "pixel_contrast_loss", "samp
 
 @dataclass(frozen=True)
 class HardAnchorSample:
-    """The anchors of one batch (docs/method.md P3, P4).
+    """The anchors of one batch, as ``sample_hard_anchors`` draws them.
 
     Attributes:
         index: [T, V] flat position ``b * h * w + p`` of every view; each row lists its hard views first
@@ -58,7 +58,7 @@ def sample_hard_anchors(
     max_views: int,
     draws: Tensor,
 ) -> HardAnchorSample | None:
-    """Segmentation-aware hard anchor sampling (P3, P4) of flat labels and predictions [B, P].
+    """Segmentation-aware hard anchor sampling of flat labels and predictions [B, P] (docs/method.md P3, P4).
 
     ``draws`` [B, P] holds one uniform number per pixel; inside each (image, class, hard|easy) pool the
     pixels with the smallest draws are kept, which is a uniform draw without replacement like the
@@ -83,7 +83,7 @@ def sample_hard_anchors(
     hard = predictions.flatten()[candidates] != labels.flatten()[candidates]
     num_hard = torch.bincount(anchor[hard], minlength=total)
     num_easy = counts[pairs] - num_hard
-    # P4: V // 2 hard when both pools hold V / 2; else all of the short pool, the rest from the other
+    # V // 2 hard when both pools hold V / 2; else all of the short pool, the rest from the other
     hard_keep = torch.where(
         (2 * num_hard >= views) & (2 * num_easy >= views),
         views // 2,
@@ -107,12 +107,12 @@ def pixel_contrast_loss(
     contrast_labels: Tensor | None = None,
     mask_queue_diagonal: bool = True,
 ) -> Tensor:
-    """P5 (and P8 with a contrast set): -(tau / tau_base) x mean over anchor views of the mean over
-    positives p of [l_ip - log(exp(l_ip) + sum over negatives n of exp(l_in))], l = z_i . z_j / tau.
+    """-(tau / tau_base) x mean over anchor views of the mean over positives p of
+    [l_ip - log(exp(l_ip) + sum over negatives n of exp(l_in))], l = z_i . z_j / tau (docs/method.md P5, P8).
 
     ``anchors`` [T, V, D] normalised views, ``anchor_labels`` [T]. Without a contrast set the views
     contrast with each other (every view but itself is a candidate positive); with one (the memory), the
-    original also drops column i from the positives of view row i (``mask_queue_diagonal``, P8). Rows are
+    original also drops column i from the positives of view row i (``mask_queue_diagonal``). Rows are
     view-major (row v * T + t), as the original orders them. A row without positives is left out of the
     mean (the original divides 0 by 0 there).
     """
@@ -142,8 +142,8 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
     """Pixel contrast with hard anchors, optionally against per-class pixel and segment memory banks.
 
     Select it with ``contrastive: {class_path: msccl.contrastive.PixelContrastLoss}``; the module then
-    builds one projection head over the concatenated taps (P1) and passes the predictions. Defaults are
-    the original's Cityscapes settings (configs/cityscapes/H_48_D_4.json); the memory (P6-P8) is off.
+    builds one projection head over the concatenated taps and passes the predictions. Defaults are
+    the original's Cityscapes settings (configs/cityscapes/H_48_D_4.json); the memory is off.
 
     Args:
         num_classes: real classes; labels are train ids in [0, num_classes) or ``ignore_index``.
@@ -156,16 +156,16 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
         memory_size: entries per class of each queue; 0 = no memory (the memory config: 5000).
         pixel_update_freq: pixels enqueued per (image, class) per step (10).
         memory_skips_class_zero: the original never enqueues class 0 and puts zero vectors labelled 0
-            in its place in the contrast set (P7, P8); False keeps class 0 like any class.
+            in its place in the contrast set; False keeps class 0 like any class.
         pixel_queue_pool: ``image_prefix`` (the original: positions ``randperm(n)[:K]`` of the whole
-            image, n the class's pixel count) or ``class`` (K random pixels of the class) (P7).
+            image, n the class's pixel count) or ``class`` (K random pixels of the class).
         pixel_pointer_advance: ``one`` (the original moves the pixel queue pointer by 1 after writing
-            K entries) or ``count`` (by K) (P7).
-        mask_queue_diagonal: the original drops queue entry i from the positives of anchor row i (P8).
+            K entries) or ``count`` (by K).
+        mask_queue_diagonal: the original drops queue entry i from the positives of anchor row i.
         memory_label_stride: None: the memory reads the labels downsampled to the feature size; an
             integer s: ``labels[:, ::s, ::s]`` as the original (``network.stride``; misaligned where s
-            is not the feature's stride) (P6).
-        gather_memory_keys: under DDP, all-gather keys and labels before the enqueue (P6; the original
+            is not the feature's stride).
+        gather_memory_keys: under DDP, all-gather keys and labels before the enqueue (the original
             enqueues each rank's own, and DDP's buffer broadcast then keeps rank 0's queue).
     """
 
@@ -230,7 +230,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
         return [sum(tap_channels)]
 
     def projection_inputs(self, taps: Sequence[Tensor]) -> list[Tensor]:
-        """P1: the taps upsampled to the first (highest-resolution) one and concatenated, as the original
+        """The taps upsampled to the first (highest-resolution) one and concatenated, as the original
         builds HRNet's 720-channel feature (bilinear, align_corners=True)."""
         size = taps[0].shape[-2:]
         resized = [
@@ -272,7 +272,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
             raise ValueError(self._dim_message(x.shape[1]))
         check_labels(labels, self.num_classes, self.ignore_index)
         batch, _, h, w = x.shape
-        # P2: nearest downsampling (PyTorch's, as the original: the top-left pixel of each block)
+        # Nearest downsampling (PyTorch's, as the original: the top-left pixel of each block)
         small = self._nearest(labels, (h, w)).reshape(batch, -1)
         predicted = self._nearest(predictions, (h, w)).reshape(batch, -1)
         draws = torch.rand(small.shape, generator=generator, device=x.device)
@@ -286,7 +286,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
             terms = {name: x.new_zeros(()) for name in ("anchors", "views", "hard_fraction")}
         else:
             pixels = flat.shape[2]
-            # P1: the original's head ends in F.normalize over channels; normalising only the gathered
+            # The original's head ends in F.normalize over channels; normalising only the gathered
             # vectors is the same per vector, and neither the map-sized copy nor its gradient is needed
             anchors = F.normalize(flat[sample.index // pixels, :, sample.index % pixels], dim=-1)
             contrast = None if self.memory is None else self.memory.contrast_set()
@@ -316,7 +316,7 @@ class PixelContrastLoss(SegmentationContrastiveLoss):
     def _enqueue(
         self, keys: Tensor, labels: Tensor, small: Tensor, generator: torch.Generator | None
     ) -> None:
-        """P6: the batch's keys enter the queues after the loss read them (all ranks' under DDP)."""
+        """The batch's keys enter the queues after the loss read them (all ranks' under DDP)."""
         stride = self.memory_label_stride
         key_labels = small if stride is None else labels[:, ::stride, ::stride].reshape(labels.shape[0], -1)
         if key_labels.shape[1] > keys.shape[2]:

@@ -1,8 +1,8 @@
-"""Label downsampling and the class-balanced sampler of docs/method.md A2, vectorised over the batch (B1).
+"""Label downsampling and the class-balanced sampler, vectorised over the batch (docs/method.md A2, B1).
 
 The sampler draws, at one scale, exactly V pixel positions from every present (image, class) pair,
 uniformly without replacement, and gathers their feature vectors with a single indexing operation, so
-the backward writes the feature-map gradient once (docs/method.md B8). The only host-device synchronisation
+the backward writes the feature-map gradient once, not once per pair. The only host-device synchronisation
 is one small read, needed because the output size V * T depends on the label counts: one per call of
 ``sample_class_balanced``, and one for all scales together in ``sample_scales`` (the loss's sampler).
 """
@@ -65,7 +65,7 @@ def _raise_invalid(labels: Tensor, num_classes: int, ignore_index: int) -> None:
 
 
 def check_labels(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
-    """Raise ValueError if a label is neither a real class id in [0, num_classes) nor ignore_index (B4)."""
+    """Raise ValueError if a label is neither a real class id in [0, num_classes) nor ignore_index."""
     if bool(_invalid_label_mask(labels, num_classes, ignore_index).any()):
         _raise_invalid(labels, num_classes, ignore_index)
 
@@ -80,10 +80,10 @@ def downsample_labels(
 ) -> Tensor:
     """Downsample integer labels [B, H, W] to ``size`` = (h, w).
 
-    ``nearest`` (docs/method.md A2.1, the paper): PyTorch's legacy nearest neighbour, i.e. the top-left pixel
-    of each r x r block when H = r * h. ``majority`` (B7, an option): the most frequent value of each
-    r x r block, where ignore counts as a value like any class; ties go to the smallest class id and
-    ignore loses every tie. So an all-ignore block stays ignore, and so does a block in which ignore is
+    ``nearest`` (the paper's, docs/method.md A2.1): PyTorch's legacy nearest neighbour, i.e. the top-left
+    pixel of each r x r block when H = r * h. ``majority`` (an option beyond the paper): the most frequent
+    value of each r x r block, where ignore counts as a value like any class; ties go to the smallest class
+    id and ignore loses every tie. So an all-ignore block stays ignore, and so does a block in which ignore is
     the most frequent value (its feature mostly describes unlabelled pixels, e.g. padding), while a block
     with as many pixels of a class as of ignore takes the class. ``majority`` needs H and W to be
     multiples of h and w.
@@ -96,7 +96,7 @@ def downsample_labels(
     if (h, w) == (H, W):
         return labels
     if mode == "nearest":
-        # docs/method.md A2.1: PyTorch `nearest` itself (float32 is exact for any label id below 2**24).
+        # PyTorch `nearest` itself, as the paper (float32 is exact for any label id below 2**24).
         return F.interpolate(labels[:, None].float(), size=(h, w), mode="nearest")[:, 0].to(labels.dtype)
     if H % h or W % w:
         raise ValueError(
@@ -123,9 +123,10 @@ def downsample_labels(
 def views_per_pair(
     num_pairs: int, min_count: int, max_views_per_class: int = 2500, max_features_total: int = 10000
 ) -> int:
-    """docs/method.md A2.4: V = min count over present pairs, capped at max_views_per_class; V*T <= the total.
+    """V = min count over present pairs, capped at max_views_per_class; V*T <= the total.
 
-    Returns 0 when there is no present pair (or more pairs than max_features_total).
+    The budget rule of docs/method.md A2.4. Returns 0 when there is no present pair (or more pairs than
+    max_features_total).
     """
     if num_pairs == 0:
         return 0
@@ -152,11 +153,11 @@ def sample_class_balanced(
     Args:
         features: [B, C, h, w] projected feature map of this scale.
         labels: [B, h, w] labels already at the feature resolution (see ``downsample_labels``).
-        num_classes: real classes are 0..num_classes-1, all of them sampled (B4).
+        num_classes: real classes are 0..num_classes-1, all of them sampled.
         ignore_index: never sampled; any other value outside [0, num_classes) raises ValueError.
         generator: optional ``torch.Generator`` on the features' device, for reproducible draws.
         pair_stats_reducer: maps the local ``[T, min_count]`` (int64) to the global one; used by the
-            ``global`` DDP budget (B6) so that V follows the rule over the pairs of all ranks.
+            ``global`` DDP budget so that V follows the rule over the pairs of all ranks.
 
     Samples come out grouped by pair, in increasing order of ``b * num_classes + c``.
     """
@@ -203,7 +204,7 @@ def sample_scales(
     checked_invalid = torch.zeros(1, dtype=torch.long, device=device)
     if checked_labels is not None:
         checked_invalid += _invalid_label_mask(checked_labels, num_classes, ignore_index).sum().to(device)
-    # The one host synchronisation (B1): V of every scale fixes the output shapes.
+    # The one host synchronisation: V of every scale fixes the output shapes.
     host = torch.cat(
         [checked_invalid]
         + [torch.cat([c[-2], r, c[-1].view(1)]) for c, r in zip(counted, reduced, strict=True)]
@@ -224,7 +225,7 @@ def _count_pairs(
     features: Tensor, labels: Tensor, num_classes: int, ignore_index: int, min_views_per_class: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(flat labels, pair id per pixel, n_bc per pair, present mask, [T, min count], invalid count) of one
-    scale, all on the device (docs/method.md A2.2-A2.3)."""
+    scale, all on the device."""
     if features.dim() != 4:
         raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
     B, C, h, w = features.shape
@@ -236,10 +237,10 @@ def _count_pairs(
     image = torch.arange(B, device=device).repeat_interleave(h * w)
     invalid = _invalid_label_mask(flat, num_classes, ignore_index)
     usable = (flat != ignore_index) & ~invalid
-    # docs/method.md A2.2: pixel count n_bc of every (image, class) pair, ignore in an extra last bucket.
+    # Pixel count n_bc of every (image, class) pair, ignore in an extra last bucket.
     pair = torch.where(usable, image * num_classes + flat, num_pairs_total)
     counts = torch.bincount(pair, minlength=num_pairs_total + 1)[:num_pairs_total]
-    # docs/method.md A2.3: a pair is present when it has at least min_views_per_class pixels.
+    # A pair is present when it has at least min_views_per_class pixels.
     present = counts >= min_views_per_class
     big = torch.iinfo(torch.int64).max
     min_count = torch.where(present, counts, big).amin() if num_pairs_total else counts.new_tensor(big)
@@ -264,7 +265,7 @@ def _draw(
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return ClassBalancedSample(features.flatten(2)[empty, :, empty], empty, empty, views, local_pairs)
 
-    # docs/method.md A2.5: uniform draw without replacement inside every pair, for all pairs at once: sort the
+    # Uniform draw without replacement inside every pair, for all pairs at once: sort the
     # pixels by (pair id, random key); the first V pixels of each pair's run are a uniform V-subset.
     noise = torch.randint(0, 1 << _RANDOM_BITS, flat.shape, device=device, generator=generator)
     order = torch.argsort((pair << _RANDOM_BITS) | noise)
@@ -274,6 +275,7 @@ def _draw(
     take = (run_start[present_ids, None] + torch.arange(views, device=device)).reshape(-1)
     index = order[take]
     sample_labels = (present_ids % num_classes).repeat_interleave(views)
-    # One gather for the whole scale, straight from the [B, C, h*w] view (no permuted copy): B1, B8.
+    # One gather for the whole scale, straight from the [B, C, h*w] view (no permuted copy), so the
+    # backward writes the feature-map gradient once instead of a dense zero gradient per pair.
     sampled = features.flatten(2)[index // (h * w), :, index % (h * w)]
     return ClassBalancedSample(sampled, sample_labels, index, views, local_pairs)

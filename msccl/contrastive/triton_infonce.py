@@ -15,7 +15,7 @@ states the formula), computed in three fused kernels that never hold more than a
 No host synchronisation: both sets are sorted by label on the device, each anchor's positives are the
 column window ``[first_i, last_i)`` found by ``searchsorted``, and the kernels read the window bounds
 of their block from device memory. ``matmul_precision`` picks the inputs of the tile products, both on
-tensor cores: ``tf32`` or ``bf16``; every sum, exp and log stays float32 (docs/method.md B2). There is no
+tensor cores: ``tf32`` or ``bf16``; every sum, exp and log stays float32, so nothing overflows. There is no
 ``highest`` kernel: IEEE float32 ``tl.dot`` has no tensor cores and spilled 4-14 KB of stack per thread,
 three-pass TF32 ("tf32x3") needed 262-295 KB of shared memory and spilled too (compiled for sm_90), so
 ``highest`` runs on the blockwise path (cuBLAS float32). Under ``TRITON_INTERPRET=1`` the kernels run on
@@ -121,7 +121,7 @@ def loss_and_grads(
     block_rows: int | None = None,
     block_cols: int | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """A3 loss of normalised float32 ``za`` [Na, D] against ``zc`` (None: against themselves, self excluded).
+    """InfoNCE of normalised float32 ``za`` [Na, D] against ``zc`` (None: against themselves, self excluded).
 
     Same contract as the blockwise ``_loss_and_grads`` of ``msccl.contrastive.infonce``: the loss and its
     gradients w.r.t. ``za`` and ``zc`` (None where ``needs`` says not needed; with ``zc=None`` the
@@ -135,7 +135,8 @@ def loss_and_grads(
     n_a = za.shape[0]
     n_c = n_a if same else zc.shape[0]
     if n_a == 0 or n_c == 0:
-        # A3: no anchor, or no positive for any anchor: the term is 0.
+        # An empty set is a zero term, not a crash (e.g. a scale without a present pair): no anchor leaves
+        # nothing to average, and no contrast sample leaves every anchor without a positive (each adds 0).
         zeros_c = None if same or not need_c else torch.zeros_like(zc)
         return za.new_zeros(()), torch.zeros_like(za) if need_a else None, zeros_c
 

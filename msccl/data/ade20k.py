@@ -196,7 +196,7 @@ class ADE20KSegmentation(FileSegmentation):
 
 
 class ADE20K(FileDataModule):
-    """ADE20K from `root`; crop 512x512 (docs/method.md C3). Image sizes vary: validation batches of one.
+    """ADE20K from `root`; crop 512x512 (the paper's recipe). Image sizes vary: validation batches of one.
 
     `msccl test` evaluates `val` (the release has no test labels).
     """

@@ -65,7 +65,7 @@ CADIS_TASK_CLASSES: dict[int, tuple[tuple[str, tuple[int, ...]], ...]] = {
     3: tuple((CADIS_RAW_CLASSES[k], (k,)) for k in range(25)),
 }
 
-# Class groups the CaDIS papers report mIoU over (docs/method.md C1), by task.
+# Class groups the CaDIS papers report mIoU over, by task.
 CADIS_CLASS_GROUPS: dict[int, dict[str, tuple[int, ...]]] = {
     task: {
         "anatomy": tuple(range(7)),
@@ -97,7 +97,7 @@ class CaDISSegmentation(FileSegmentation):
     """CaDIS frames of the split's videos, labels mapped for `task` (1, 2 or 3).
 
     Args:
-        videos: the split's video numbers (default: docs/method.md C1's split).
+        videos: the split's video numbers (default: `CADIS_VIDEO_SPLITS[split]`).
     """
 
     name = "cadis"
@@ -152,7 +152,7 @@ class CaDIS(FileDataModule):
 
     Args:
         task: 1 (8 classes), 2 (17) or 3 (25).
-        train_videos: video numbers of the training split (docs/method.md C1 by default).
+        train_videos: video numbers of the training split.
         val_videos: video numbers of the validation split.
         test_videos: video numbers of the test split.
     """

@@ -83,7 +83,7 @@ class CityscapesSegmentation(FileSegmentation):
 
 
 class Cityscapes(FileDataModule):
-    """Cityscapes from `root` (containing `leftImg8bit/` and `gtFine/`); crop 512x1024 (docs/method.md C3).
+    """Cityscapes from `root` (containing `leftImg8bit/` and `gtFine/`); crop 512x1024 (the paper's recipe).
 
     `msccl test` evaluates `val` by default: the official test labels are placeholders.
     """

@@ -185,7 +185,7 @@ class FileDataModule(SegmentationDataModule):
     """A dataset read from its publisher's layout under `root`, trained with the paper's pipeline.
 
     Subclasses name their `dataset_class` (layout, label map) and set `class_names` and `palette` (from
-    the dataset's). Training images get `train_transform` (docs/method.md C3), validation and test images
+    the dataset's). Training images get `train_transform` (the paper's pipeline), validation and test images
     normalisation only. Building the datasets (in `setup`) checks the layout and pairing of every needed
     split before any step; each sample is checked when read. Either way the error names the file and
     says to run `msccl data check`.

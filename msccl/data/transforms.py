@@ -34,7 +34,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class RandomRescale(A.DualTransform):
-    """Resize by s ~ U[scale_range]; the width additionally by a ~ U[aspect_range] (docs/method.md C3).
+    """Resize by s ~ U[scale_range]; the width additionally by a ~ U[aspect_range].
 
     The image is resized bilinearly, the mask with nearest neighbour (no new label values). The mask uses
     OpenCV's centre-aligned INTER_NEAREST_EXACT: plain INTER_NEAREST (albumentations' and mmseg's
@@ -83,7 +83,7 @@ def largest_class_share(mask: np.ndarray, ignore_index: int = IGNORE_INDEX) -> f
 class ClassRatioRandomCrop(A.RandomCrop):
     """Random crop that retries (up to `max_attempts` draws) until no single class covers
     `max_class_ratio` or more of the crop's labelled pixels, keeping the last draw otherwise
-    (docs/method.md C3; mmsegmentation's `cat_max_ratio`). Ignore pixels do not count.
+    (the paper's recipe; mmsegmentation's `cat_max_ratio`). Ignore pixels do not count.
 
     The input must be at least the crop size: pad first (`A.PadIfNeeded` with `fill_mask=255`).
     """
@@ -125,7 +125,7 @@ def _normalise(mean: Sequence[float], std: Sequence[float]) -> list[A.BasicTrans
 
 @dataclass(frozen=True)
 class Augmentation:
-    """The settings of `train_transform`; the defaults are the paper's (docs/method.md C3).
+    """The settings of `train_transform`; the defaults are the paper's.
 
     A file data module's `augmentation` config key (`data.init_args.augmentation.scale_range=[0.75,1.5]`).
 

@@ -3,7 +3,7 @@
 A network announces its taps (channels, stride of each tapped feature map, highest resolution first) at
 construction, so projection heads can be built in `__init__`; its forward returns logits at input
 resolution, auxiliary logits where the architecture has them (in training mode only: they serve the
-auxiliary loss, docs/method.md A4), and the tapped maps when asked (docs/method.md A1).
+auxiliary loss), and the tapped maps when asked (docs/method.md A1).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class SegmentationNet(nn.Module):
     presets: ClassVar[dict[str, dict[str, Any]]] = {"small": {}}
     align_corners: bool = False
     """Bilinear `align_corners` of the upsampling to input size; HRNet and OCRNet make it a setting
-    (the official code uses true there, docs/method.md "Differences from the official code")."""
+    (the official code uses true there)."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -72,7 +72,7 @@ def validate_tap_stages(
     stages: Sequence[int], usable: Sequence[int], setting: str = "tap_stages"
 ) -> tuple[int, ...]:
     """Tap stages must be a non-empty, increasing subset of `usable` (stage k has stride 2**k before any
-    dilation), so the taps come highest resolution first (docs/method.md A1)."""
+    dilation), so the taps come highest resolution first."""
     stages = tuple(stages)
     if not stages or any(s not in usable for s in stages) or list(stages) != sorted(set(stages)):
         raise ValueError(

@@ -65,8 +65,9 @@ class _AtrousNet(SmpNet):
 class DeepLabV3(_AtrousNet):
     """DeepLabV3: ASPP on a dilated encoder (output stride 8 by default), logits upsampled from stride 8.
 
-    Taps (docs/method.md A1): C2, C4, C5 by default (stages 2, 4, 5: 256/1024/2048 channels at strides 4/8/8
-    for ResNet-50/101); any increasing subset of stages 1..5, e.g. [2, 5] for C2/C5.
+    Taps: the outputs of encoder stages 2, 4 and 5 by default (C2, C4, C5 in ResNet notation: 256/1024/2048
+    channels at strides 4/8/8 for ResNet-50/101; docs/method.md A1); any increasing subset of stages 1..5,
+    e.g. [2, 5].
 
     Args:
         encoder: smp encoder (resnet50, resnet101, ...) or timm encoder with the `tu-` prefix.

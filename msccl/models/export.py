@@ -1,7 +1,7 @@
 """A segmentation network written as ONNX or TorchScript, and checked against PyTorch (`msccl export`).
 
 Only the network is exported (image in, logits at input size out): no projection heads (they live in the
-training module, docs/method.md A1), no auxiliary head (it only runs in training mode), no taps. The graph
+training module), no auxiliary head (it only runs in training mode), no taps. The graph
 zero-pads the image at the bottom and right to a multiple of the size divisor and crops the logits back,
 as `msccl.training.evaluation.Evaluation` does in PyTorch, so any input size works. The exported file is
 run on test inputs (onnxruntime / torch.jit.load), one of them not a multiple of the divisor, and must

@@ -78,14 +78,14 @@ def select_branches(tap_stages: Sequence[int]) -> tuple[int, ...]:
 class HRNet(SegmentationNet):
     """HRNetV2: all branches upsampled to stride 4 and concatenated, then a classifier head (`head`).
 
-    Taps (docs/method.md A1): the branch outputs of the last stage before that concatenation.
+    Taps: the branch outputs of the last stage before that concatenation (docs/method.md A1).
 
     Args:
         backbone: timm HRNet: hrnet_w18_small, hrnet_w18_small_v2, hrnet_w18, hrnet_w32, hrnet_w48, ...
         pretrained: ImageNet weights: False, True (local cache), or a weights file (msccl.models.weights).
         tap_stages: which branches to tap, by stage (2 = stride 4 ... 5 = stride 32).
         head: "msccl" (HRNetV2's conv1x1-BN-ReLU-conv1x1) or "official" (the authors' conv3x3-BN-conv1x1
-            without ReLU), docs/method.md "Differences from the official code".
+            without ReLU).
         align_corners: bilinear `align_corners` when upsampling branches and logits (official: true).
     """
 

@@ -2,7 +2,7 @@
 
 The head follows the published design and the authors' HRNet-OCR code:
 1. soft object regions: a small head predicts class logits from the backbone (the auxiliary output,
-   trained with the auxiliary CE, docs/method.md A4);
+   trained with the auxiliary CE);
 2. object region representations: per class, the softmax-over-pixels of its region map weights the
    pixel representations (spatial gather);
 3. pixel-region relation: each pixel attends to the K region representations (scaled dot product);
@@ -10,8 +10,8 @@ The head follows the published design and the authors' HRNet-OCR code:
    representation, fused by conv1x1-BN-ReLU (+dropout) and classified.
 
 `head` picks the soft-region head and the fusion dropout (`OCR_HEADS`): "msccl" (HRNet-OCR's published
-design and mmsegmentation's) or "official" (the authors' models/OCR.py), docs/method.md "Differences from the
-official code".
+design and mmsegmentation's) or "official" (the authors' models/OCR.py); docs/method.md "Differences from
+the official code" compares them.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = ["OCRNet", "OCRHead", "OCR_HEADS", "OCRHeadStyle"]
 def _msccl_region_head(
     in_channels: int, num_classes: int, uses_hrnet: bool, mid_channels: int, region_channels: int
 ) -> nn.Module:
-    """HRNet-OCR's conv1x1(720 -> 720)-BN-ReLU-conv1x1; over smp encoders mmsegmentation's FCN head on C4."""
+    """HRNet-OCR's conv1x1(720->720)-BN-ReLU-conv1x1; on smp encoders' stage 4, mmsegmentation's FCN head."""
     if uses_hrnet:
         return ConvHead(in_channels, in_channels, num_classes, kernel_size=1, dropout=0.0)
     return ConvHead(in_channels, region_channels, num_classes, kernel_size=3, dropout=0.1)
@@ -110,11 +110,11 @@ class OCRNet(SegmentationNet):
     """OCR head over HRNetV2 or a dilated ResNet (or any smp encoder), with the soft-region auxiliary head.
 
     - HRNet backbone (name starting with "hrnet"): the concatenated branches (as HRNetV2) feed both the
-      soft-region head (conv1x1-BN-ReLU-conv1x1, as HRNet-OCR) and the OCR head; taps = the branch
-      outputs (docs/method.md A1), stages 2..5.
+      soft-region head (conv1x1-BN-ReLU-conv1x1, as HRNet-OCR) and the OCR head; taps: the branch
+      outputs, i.e. stages 2..5 (docs/method.md A1).
     - any other name is an smp encoder (e.g. resnet101, tu-resnet50) at `output_stride` (default 8):
-      soft regions from C4 (FCN head: conv3x3-BN-ReLU, dropout, conv1x1), pixels from C5, as in the
-      OCR paper; taps default to C2 and C5 (stages 2 and 5).
+      soft regions from encoder stage 4 (FCN head: conv3x3-BN-ReLU, dropout, conv1x1), pixels from
+      stage 5, as in the OCR paper; taps default to stages 2 and 5.
 
     Args:
         backbone: timm HRNet name, or smp encoder name.
@@ -177,7 +177,7 @@ class OCRNet(SegmentationNet):
             regions_input, pixels = features[4], features[5]
             taps = [features[s] for s in self.tap_stages]
         region_logits = self.region_head(regions_input)
-        if region_logits.shape[-2:] != pixels.shape[-2:]:  # output stride 16/32: C4 finer than C5
+        if region_logits.shape[-2:] != pixels.shape[-2:]:  # output stride 16/32: stage 4 finer than stage 5
             region_logits = F.interpolate(
                 region_logits, size=pixels.shape[-2:], mode="bilinear", align_corners=self.align_corners
             )

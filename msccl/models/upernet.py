@@ -22,9 +22,10 @@ __all__ = ["UPerNet"]
 class UPerNet(SmpNet):
     """UPerNet with the auxiliary FCN head of mmsegmentation's recipe on the stride-16 backbone stage.
 
-    Taps (docs/method.md A1), `tap_position`:
-    - "fpn" (paper): the FPN outputs P2..P5 before the fusion concat (decoder_channels each, strides
-      4/8/16/32), read by forward hooks on smp's decoder modules (P5 is the pyramid-pooling output);
+    Taps, chosen by `tap_position` (docs/method.md A1):
+    - "fpn" (paper): the outputs of FPN levels 2..5 before the fusion concat (decoder_channels each,
+      strides 4/8/16/32), read by forward hooks on smp's decoder modules (level 5 is the pyramid-pooling
+      output);
     - "backbone": the encoder stages themselves.
     `tap_stages` picks the levels (stage k has stride 2**k).
 
@@ -76,7 +77,7 @@ class UPerNet(SmpNet):
         if tap_position == "fpn":
             if not set(self.tap_stages) <= {2, 3, 4, 5}:
                 raise ValueError(f"tap_stages={list(tap_stages)}: the FPN has levels 2..5")
-            # smp's lateral/conv blocks run from stride 16 down to 4; P5 is the pyramid pooling output
+            # smp's lateral/conv blocks run from stride 16 down to 4; level 5 is the pyramid pooling output
             levels = {5: self.decoder.psp} | dict(zip((4, 3, 2), self.decoder.fpn_conv_blocks, strict=True))
             self.fpn_taps = ForwardTaps(levels[s] for s in self.tap_stages)
             self.taps = tuple(Tap(decoder_channels, tap.stride) for tap in self.taps)

@@ -1,11 +1,11 @@
 """How logits are computed when evaluating: whole image, sliding window, multi-scale + flip TTA.
 
-docs/method.md C2: the paper evaluates with sliding windows (e.g. 512x1024 on Cityscapes) and multi-scale +
-flip test-time augmentation, logits averaged at full resolution. `Evaluation` is the model's
+The paper evaluates with sliding windows (e.g. 512x1024 on Cityscapes) and multi-scale + flip test-time
+augmentation, logits averaged at full resolution (docs/method.md C2). `Evaluation` is the model's
 `evaluation` config key (`model.init_args.evaluation.mode=sliding ...`); it applies to validate, test
 and predict, and to the validation inside fit only when `during_fit` is set (it multiplies the cost).
 `fusion="sum_exp"` with `whole_below_scale=1.0` and `align_corners=True` is the official code's
-Cityscapes protocol (docs/method.md, differences from the official code).
+Cityscapes protocol.
 """
 
 from __future__ import annotations
@@ -319,6 +319,7 @@ def _bilinear_sources(
 
 _FUSIONS: dict[str, _Fusion] = {
     "mean_logits": _Fusion("mean", _resize, torch.add, lambda total, views: total / views),
-    # docs/method.md, differences from the official code: the official Cityscapes protocol sums exp(logits)
+    # The official Cityscapes protocol sums exp(logits); summing in the log domain keeps logits above ~88
+    # from overflowing float32
     "sum_exp": _Fusion("log_mean_exp", _resize_exp, torch.logaddexp, lambda total, views: total),
 }

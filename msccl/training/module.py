@@ -37,20 +37,19 @@ class SegmentationModule(L.LightningModule):
         num_classes: linked from the data module by the CLI.
         class_names: linked from the data module; used for per-class IoU logs and tables.
         ignore_index: label id excluded from losses and metrics.
-        class_weights: per-class CE weights (e.g. the HRNet Cityscapes recipe, docs/method.md C3).
-        aux_weight: weight of the auxiliary CE where the network has an auxiliary head (docs/method.md A4).
+        class_weights: per-class CE weights (e.g. the paper's HRNet Cityscapes recipe).
+        aux_weight: weight of the auxiliary CE where the network has an auxiliary head (0.4 in the paper).
         contrastive: the contrastive loss (`class_path: msccl.contrastive.MSCSContrastiveLoss` or
             `msccl.contrastive.PixelContrastLoss` with its `init_args`), or null for CE only. When set,
             the network returns its taps in training and projection heads map the maps the loss asks for
-            (one per tap for MS + CS, docs/method.md A1; one over the concatenated taps for pixel
-            contrast, P1) into the embedding space; a loss that `needs_predictions` also gets the
-            argmax of the logits.
-        contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper, A4);
+            (one per tap for MS + CS; one over the concatenated taps for pixel contrast) into the
+            embedding space; a loss that `needs_predictions` also gets the argmax of the logits.
+        contrastive_weight: weight of the contrastive term in the total loss (0.1 in the paper);
             `ContrastiveWeightSchedule` can delay and ramp it.
-        projection_dim: channels of the projection heads' output (256 in the paper, A1).
+        projection_dim: channels of the projection heads' output (256 in the paper).
         projection_bn_momentum: momentum of the projection heads' BatchNorms (the official code: 0.0003;
             it only moves running statistics, which nothing uses: the heads never run at inference).
-        projection_layout: `mscs` (the paper's heads, A1) or `convmlp` (ContrastiveSeg's, P1).
+        projection_layout: `mscs` (the paper's heads) or `convmlp` (ContrastiveSeg's).
         optimizer: optimiser class and its arguments; default SGD lr 0.01, momentum 0.9, wd 5e-4.
         poly_power: exponent of the per-iteration poly decay of the learning rate.
         warmup_steps: iterations of linear warm-up before the poly decay.
@@ -107,11 +106,11 @@ class SegmentationModule(L.LightningModule):
             persistent=False,
         )
         self.aux_weight = aux_weight
-        # docs/method.md A1: heads are built now from the taps the network announces, and exist only for
+        # Heads are built now from the taps the network announces, and exist only for
         # training: inference (`forward`) and export never run them.
         self.contrastive_loss = None if contrastive is None else contrastive(num_classes, ignore_index)
         if self.contrastive_loss is not None:
-            # e.g. a scale_weights list of the wrong length stops the run now, not at the first step (A4)
+            # e.g. a scale_weights list of the wrong length stops the run now, not at the first step
             self.contrastive_loss.validate_setup(len(self.net.taps), projection_dim)
         self.projection_heads = (
             None

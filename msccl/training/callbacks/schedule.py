@@ -11,7 +11,7 @@ __all__ = ["ContrastiveWeightSchedule"]
 
 
 class ContrastiveWeightSchedule(Callback):
-    """Delays and ramps the contrastive weight (docs/method.md B7); without it the weight is constant (A4).
+    """Delays and ramps the contrastive weight (docs/method.md B7); the paper's weight is constant.
 
     The module's effective weight is `contrastive_weight x factor`, with factor 0 before `start_step`,
     rising linearly to 1 over `ramp_steps` optimiser steps, then 1. The factor is a function of the
