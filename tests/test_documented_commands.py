@@ -242,7 +242,7 @@ def test_every_documented_command_runs_at_a_tiny_size(data, in_tmp_dir, capsys, 
             code = exit_.code or 0
         except Exception as error:  # noqa: BLE001  (every failing command is reported together)
             code = f"{type(error).__name__}: {error}"
-        if "wandb" in sys.modules:  # Lightning leaves a W&B run open after fit; W&B keeps its settings
+        if "wandb" in sys.modules:  # W&B keeps its settings (the mode) from one run to the next
             sys.modules["wandb"].teardown()
         monkeypatch.chdir(in_tmp_dir)
         output = capsys.readouterr()

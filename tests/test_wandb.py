@@ -76,6 +76,8 @@ def test_a_wandb_agent_trial_reports_its_metrics_to_the_sweep_in_the_mode_the_us
     wandb.teardown()  # W&B settings and a run an earlier in-process test left would be reused
     try:
         cli = build_cli(["fit", *TINY_SYNTHETIC])
+        # msccl ends the run with the command: a later WandbLogger in this process starts its own
+        assert wandb.run is None
     finally:
         wandb.finish()
     assert [type(logger).__name__ for logger in cli.trainer.loggers] == ["CSVLogger", "WandbLogger"]

@@ -36,7 +36,13 @@ from msccl.training.callbacks import (
 from msccl.training.callbacks.resilience import resume_command
 from msccl.training.checkpoint import AtomicCheckpointIO, CheckpointError, DiskFullError, load_checkpoint
 from msccl.training.prediction import PredictionWriter
-from msccl.training.run_dir import configure_run_dir, resolve_last_checkpoint, runs_root, write_summary
+from msccl.training.run_dir import (
+    configure_run_dir,
+    finish_wandb_run,
+    resolve_last_checkpoint,
+    runs_root,
+    write_summary,
+)
 from msccl.training.wandb_agent import add_sweep_logger
 
 __all__ = [
@@ -203,6 +209,7 @@ class MscclCLI(LightningCLI):
             for callback in self.trainer.callbacks:
                 if isinstance(callback, InterruptCheckpoint):
                     callback.disarm()
+            finish_wandb_run(self.trainer.loggers)
 
     def _add_resume_command(self, error: DiskFullError) -> None:
         """Tell `one_line_errors` the command that resumes from the run's newest checkpoint (the one kept)."""

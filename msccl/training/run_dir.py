@@ -18,14 +18,15 @@ import importlib
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 __all__ = [
     "configure_run_dir",
@@ -34,6 +35,7 @@ __all__ = [
     "reserve_run_dir",
     "resolve_last_checkpoint",
     "runs_root",
+    "finish_wandb_run",
     "write_summary",
 ]
 
@@ -190,6 +192,14 @@ def _configure_wandb(args: Namespace, run_dir: Path, resume: bool) -> None:
     for variable, folder in WANDB_DIR_VARIABLES.items():
         if variable not in _USER_SET_WANDB_DIRS:
             os.environ[variable] = str(run_dir / "wandb" / folder)
+
+
+def finish_wandb_run(loggers: Sequence[Logger]) -> None:
+    """End the W&B run of a WandbLogger among `loggers`: Lightning leaves it open after a fit, and the next
+    WandbLogger in the same process (a notebook's second run) would log into it instead of its own."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers) and (wandb := sys.modules.get("wandb")):
+        if wandb.run is not None:
+            wandb.finish()
 
 
 def write_summary(run_dir: Path, metrics: Mapping[str, Any]) -> Path:
