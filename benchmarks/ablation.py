@@ -224,6 +224,52 @@ def pairs_table(compared: dict[tuple[str, str], PairedComparison]) -> str:
     return "\n".join(lines)
 
 
+CONFUSION_ROWS = 12
+"""At most this many (true, predicted) pairs in the confusion table: the largest in any arm."""
+
+
+def row_normalised_confusion(run_dir: str) -> tuple[list[str], list[list[float]]] | None:
+    """(class names, % of each true class's pixels predicted as each class) of a run's last validation
+    (`val_confusion.csv`, written by the evaluation figures); None if the run has none."""
+    path = Path(run_dir) / "val_confusion.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    counts = [[float(v) for v in row[1:]] for row in rows]
+    return header[1:], [[100 * v / max(sum(row), 1.0) for v in row] for row in counts]
+
+
+def confusion_table(runs: list[Run]) -> str:
+    """Where each arm's errors go: for the largest off-diagonal (true, predicted) pairs, the % of the true
+    class's pixels predicted as the other class, mean over the arm's seeds. It tells errors between
+    classes (e.g. the context layout's two frame classes) from errors against the background."""
+    means: dict[str, list[list[float]]] = {}
+    names: list[str] = []
+    for arm in ARMS:
+        matrices = [row_normalised_confusion(r.run_dir) for r in runs if r.arm == arm]
+        if not matrices or None in matrices:
+            continue
+        names = matrices[0][0]
+        means[arm] = [
+            [statistics.fmean(m[1][t][p] for m in matrices) for p in range(len(names))]
+            for t in range(len(names))
+        ]
+    if not means:
+        return ""
+    pairs = [(t, p) for t in range(len(names)) for p in range(len(names)) if t != p]
+    pairs = sorted(pairs, key=lambda tp: -max(m[tp[0]][tp[1]] for m in means.values()))[:CONFUSION_ROWS]
+    lines = [
+        "| true -> predicted (% of the true class's pixels) | " + " | ".join(means) + " |",
+        "|---|" + "---:|" * len(means),
+    ]
+    for t, p in pairs:
+        lines.append(
+            f"| {names[t]} -> {names[p]} | " + " | ".join(f"{m[t][p]:.2f}" for m in means.values()) + " |"
+        )
+    return "\n".join(lines)
+
+
 def plot(runs: list[Run], output: Path, title: str) -> None:
     """Validation mIoU vs step: the mean over seeds per arm, the min-max band shaded (`msccl plot`'s
     drawing, with the seeds of an arm as one group); and each seed's final mIoU per arm."""
@@ -284,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 
     compared = comparisons(runs)
     result = table(runs) + ("\n\n" + pairs_table(compared) if compared else "")
+    if confusions := confusion_table(runs):
+        result += "\n\nWhere the errors go, at the last validation:\n\n" + confusions
     summary = (
         f"Synthetic dataset ({args.layout}), `{' '.join(budget)}`, seeds {args.seeds}: mIoU of the last "
         f"validation; pairs: arm minus baseline on the same seeds. All runs took {total / 60:.1f} min."

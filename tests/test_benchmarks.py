@@ -52,6 +52,16 @@ def test_ablation_trains_every_arm_and_writes_tables_paired_statistics_and_plots
     configs = {run["arm"]: (Path(run["run_dir"]) / "config.yaml").read_text() for run in record["runs"]}
     assert "memory_size: 0" in configs["CE + PC"] and "memory_size: 0" not in configs["CE + PC + memory"]
     assert all("layout: context" in (Path(r["run_dir"]) / "config.yaml").read_text() for r in record["runs"])
+    # where the errors go: each arm's last confusion matrix, as % of the true class's pixels
+    ce_dir = Path(next(r["run_dir"] for r in record["runs"] if r["arm"] == "CE"))
+    header, *rows = [line.split(",") for line in (ce_dir / "val_confusion.csv").read_text().splitlines()]
+    red = next(row for row in rows if row[0] == "object_in_red_frame")
+    expected = 100 * float(red[header.index("background")]) / max(sum(map(float, red[1:])), 1.0)
+    results = (tmp_path / "results.md").read_text()
+    row = next(
+        line for line in results.splitlines() if line.startswith("| object_in_red_frame -> background |")
+    )
+    assert row.split(" | ")[1] == f"{expected:.2f}" and len(row.split(" | ")) == 1 + len(ablation.ARMS)
 
     # a second seed, made from the first by shifting each arm's mIoU (what is tested here is the pairing,
     # the statistics and the reuse of finished runs; tests/test_paired_stats.py tests the statistics)
