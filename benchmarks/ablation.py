@@ -33,10 +33,13 @@ import json
 import math
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,6 +136,21 @@ def validation_curve(metrics_csv: Path) -> tuple[list[int], list[float]]:
     return [int(row["step"]) for row in rows], [100 * float(row["val/mIoU"]) for row in rows]
 
 
+@contextmanager
+def _sigterm_ends_the_run() -> Iterator[None]:
+    """While a run trains, SIGTERM to this script raises SystemExit, on which `subprocess.run` kills the
+    `msccl fit` it waits for: a killed ablation leaves no training running without its parent."""
+
+    def exit_(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def train(arm: str, seed: int, run_dir: Path, budget: list[str], keep_checkpoints: bool) -> Run:
     """One `msccl fit` in a fresh process; its output goes to `<run_dir>/output.log`."""
     if run_dir.exists():
@@ -159,7 +177,10 @@ def train(arm: str, seed: int, run_dir: Path, budget: list[str], keep_checkpoint
     with open(log, "w") as output:
         output.write(" ".join(command) + "\n\n")
         output.flush()
-        code = subprocess.run(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        with _sigterm_ends_the_run():
+            code = subprocess.run(
+                command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            ).returncode
     wall = time.perf_counter() - start
     if code != 0:
         raise RuntimeError(f"{arm}, seed {seed}: msccl fit exited with {code}; see {log}")
