@@ -11,8 +11,8 @@ import pytest
 
 import msccl
 from msccl._offline import OFFLINE_DEFAULTS, set_offline_defaults
-from msccl.cli import EXTRA_COMMANDS, LIGHTNING_COMMANDS, main
-from msccl.commands import HELP_WIDTH, usage
+from msccl.cli import main
+from msccl.commands import EXTRA_COMMANDS, HELP_WIDTH, LIGHTNING_COMMANDS, usage
 from tests.conftest import REPO
 
 # every package, the modules a library user imports and the commands' modules

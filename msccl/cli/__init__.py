@@ -23,7 +23,7 @@ from msccl.cli.config_arguments import (
     resolve_config_names,
 )
 from msccl.cli.user_errors import DEBUG_VARIABLE, ConfigError, one_line_errors
-from msccl.commands import EXTRA_COMMANDS, LIGHTNING_COMMANDS, run_command_without_lightning, usage
+from msccl.commands import run_command_without_lightning
 from msccl.data import SegmentationDataModule
 from msccl.training import SegmentationModule
 from msccl.training.callbacks import (
@@ -45,14 +45,7 @@ from msccl.training.run_dir import (
 )
 from msccl.training.wandb_agent import add_sweep_logger
 
-__all__ = [
-    "EXTRA_COMMANDS",
-    "LIGHTNING_COMMANDS",
-    "MscclCLI",
-    "build_cli",
-    "main",
-    "usage",
-]
+__all__ = ["MscclCLI", "build_cli", "main"]
 
 
 class MscclCLI(LightningCLI):

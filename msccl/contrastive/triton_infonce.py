@@ -36,9 +36,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from msccl.contrastive.options import MAX_TRITON_DIM as MAX_DIM
+from msccl.contrastive.options import MAX_TRITON_DIM
 
-__all__ = ["MAX_DIM", "kernel_variants", "launch_config", "loss_and_grads"]
+__all__ = ["kernel_variants", "launch_config", "loss_and_grads"]
 
 # tl.dot's input_precision of each matmul_precision; bf16 casts the tiles before the product.
 _DOT_PRECISION = {"tf32": "tf32", "bf16": "ieee"}
@@ -63,8 +63,8 @@ def launch_config(
     """Compile-time constants and launch options of the kernels for vectors of ``dim`` columns
     (``block_rows`` / ``block_cols``: other tiles than the chosen ones, for tests). ``matmul_precision``
     is tf32 or bf16, the precisions with kernels: ``infonce`` sends no other."""
-    if dim > MAX_DIM:
-        raise ValueError(f"the Triton kernels take vectors of at most {MAX_DIM} columns, got {dim}")
+    if dim > MAX_TRITON_DIM:
+        raise ValueError(f"the Triton kernels take vectors of at most {MAX_TRITON_DIM} columns, got {dim}")
     block_d = max(16, triton.next_power_of_2(dim))
     rows, cols, warps, stages = _TILES["wide" if block_d >= _WIDE_FROM else "narrow"]
     return {
@@ -80,7 +80,7 @@ def launch_config(
 
 # The widest vectors of each tile choice of launch_config: registers and shared memory only grow with
 # BLOCK_D at fixed tiles and warps, so these bound every narrower one.
-_WIDEST_PER_TILES = (_WIDE_FROM // 2, MAX_DIM)
+_WIDEST_PER_TILES = (_WIDE_FROM // 2, MAX_TRITON_DIM)
 _INT_POINTERS = {"ya", "yc", "first", "last"}
 _SCALARS = {"same": "i32", "n_a": "i32", "n_c": "i32", "dim": "i32", "inv_tau": "fp32", "float32_min": "fp32"}
 
